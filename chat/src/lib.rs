@@ -1,0 +1,2 @@
+//! LLM chat: OpenAI-compatible API, memory, guard, caches.
+#![forbid(unsafe_code)]

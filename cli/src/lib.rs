@@ -1,0 +1,2 @@
+//! The mooring command-line tool.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! Custom resource types of Mooring.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! Prediction log and drift statistics.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! Mooring inference server.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! Mooring operator.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! Open Inference Protocol and chat gRPC definitions.
+#![forbid(unsafe_code)]

@@ -1,0 +1,164 @@
+//! The model registry: where a model's versions and aliases live.
+//!
+//! Everything that needs to know "which version is `iris-classifier@production` now, and
+//! where are its bytes" goes through [`Registry`]: the operator (to pin the version in the
+//! pod template), the inference server (to load it) and the `mooring` CLI (to promote).
+//! Two backends implement it: a local directory ([`local::LocalRegistry`]) and MLflow.
+#![forbid(unsafe_code)]
+
+mod model_ref;
+mod signature;
+
+pub use model_ref::{ModelRef, Selector};
+pub use signature::{Signature, TensorSpec};
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// File names inside a model version.
+pub const MODEL_FILE: &str = "model.onnx";
+pub const SIGNATURE_FILE: &str = "signature.json";
+pub const REFERENCE_FILE: &str = "reference.csv";
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid model reference {input:?}: {reason}")]
+    InvalidRef { input: String, reason: String },
+    #[error("model {name:?} not found in the registry")]
+    ModelNotFound { name: String },
+    #[error("model {name:?} has no alias {alias:?} (known aliases: {known})")]
+    AliasNotFound { name: String, alias: String, known: String },
+    #[error("model {name:?} has no version {version:?}")]
+    VersionNotFound { name: String, version: String },
+    #[error("model {name:?} version {version} is not ready to serve (status {status})")]
+    VersionNotReady { name: String, version: String, status: String },
+    #[error("digest mismatch for {file}: expected sha256 {expected}, got {actual}")]
+    DigestMismatch { file: String, expected: String, actual: String },
+    #[error("invalid signature for {name:?} version {version}: {reason}")]
+    InvalidSignature { name: String, version: String, reason: String },
+    #[error("registry unreachable: {0}")]
+    Unreachable(String),
+    #[error("registry call {call} failed: {message}")]
+    Api { call: String, status: Option<u16>, message: String },
+    #[error("{context}: {source}")]
+    Io { context: String, #[source] source: std::io::Error },
+}
+
+impl Error {
+    /// True when retrying later may succeed (network trouble, registry 5xx/429); false when
+    /// the request itself is wrong and will stay wrong until the user changes something.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unreachable(_) => true,
+            Error::Api { status, .. } => matches!(status, None | Some(429) | Some(500..=599)),
+            Error::Io { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// A short, stable label for metrics and condition reasons.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidRef { .. } => "InvalidModelRef",
+            Error::ModelNotFound { .. } => "ModelNotFound",
+            Error::AliasNotFound { .. } => "AliasNotFound",
+            Error::VersionNotFound { .. } => "VersionNotFound",
+            Error::VersionNotReady { .. } => "VersionNotReady",
+            Error::DigestMismatch { .. } => "DigestMismatch",
+            Error::InvalidSignature { .. } => "InvalidSignature",
+            Error::Unreachable(_) => "RegistryUnreachable",
+            Error::Api { .. } => "RegistryApiError",
+            Error::Io { .. } => "IoError",
+        }
+    }
+}
+
+/// A registered model version, as the registry describes it (no bytes fetched yet).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelVersion {
+    pub name: String,
+    pub version: String,
+    /// Where the artifacts live: `file:///…`, `mlflow-artifacts:/…`, `models:/…`, `s3://…`.
+    pub source: String,
+    /// Registry status; only `READY` versions are served.
+    pub status: String,
+    pub run_id: Option<String>,
+    /// Creation time, milliseconds since the Unix epoch, when known.
+    pub created_at_ms: Option<i64>,
+    pub description: Option<String>,
+    pub aliases: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+    /// Metrics recorded with the version (e.g. accuracy), when the registry has them.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl ModelVersion {
+    pub fn is_ready(&self) -> bool {
+        self.status.eq_ignore_ascii_case("READY")
+    }
+}
+
+/// A registered model with its versions and aliases.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegisteredModel {
+    pub name: String,
+    pub description: Option<String>,
+    /// alias → version
+    pub aliases: BTreeMap<String, String>,
+    pub versions: Vec<ModelVersion>,
+}
+
+/// A version whose artifacts are in a local directory, digest verified.
+#[derive(Clone, Debug)]
+pub struct FetchedModel {
+    pub version: ModelVersion,
+    /// Directory holding `model.onnx`, `signature.json` and, when present, `reference.csv`.
+    pub dir: PathBuf,
+    /// `sha256:<hex>` of `model.onnx`: the identity of what is served.
+    pub digest: String,
+    pub signature: Signature,
+}
+
+impl FetchedModel {
+    pub fn model_path(&self) -> PathBuf {
+        self.dir.join(MODEL_FILE)
+    }
+    pub fn reference_path(&self) -> Option<PathBuf> {
+        let p = self.dir.join(REFERENCE_FILE);
+        p.exists().then_some(p)
+    }
+}
+
+/// The operations Mooring needs from a model registry.
+#[async_trait]
+pub trait Registry: Send + Sync {
+    /// A human-readable location, for logs and errors (`models/`, `http://mlflow:5000`).
+    fn location(&self) -> String;
+
+    /// Which version does this reference name now? Cheap: no artifacts are fetched, so the
+    /// operator can call it on every resolve interval.
+    async fn resolve(&self, model: &ModelRef) -> Result<ModelVersion>;
+
+    /// Copy a version's artifacts into `cache_dir/<name>/<version>/` (reusing a complete,
+    /// verified copy), check their sha256 and parse the signature. Refuses versions that are
+    /// not `READY`.
+    async fn fetch(&self, version: &ModelVersion, cache_dir: &std::path::Path) -> Result<FetchedModel>;
+
+    /// All registered models with their versions and aliases.
+    async fn list_models(&self) -> Result<Vec<RegisteredModel>>;
+
+    /// Point `alias` at `version` (promotion). The version must exist.
+    async fn set_alias(&self, name: &str, alias: &str, version: &str) -> Result<()>;
+
+    /// Remove an alias (demotion). Removing an alias that does not exist is an error.
+    async fn delete_alias(&self, name: &str, alias: &str) -> Result<()>;
+
+    /// Register the model directory `dir` (model.onnx, signature.json, optional reference.csv)
+    /// as a new version of `name`, creating the model if needed; returns the new version.
+    async fn register(&self, name: &str, dir: &std::path::Path) -> Result<ModelVersion>;
+}
