@@ -3,5 +3,23 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod backend;
 pub mod cache;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod grpc;
 pub mod guard;
+mod http;
+pub mod memory;
+pub mod metrics;
+pub mod service;
+
+pub use config::ChatArgs;
+pub use service::{BuildError, ChatReadiness, ChatService};
+
+/// Generated gRPC types and service for `mooring.chat.v1`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("mooring.chat.v1");
+}

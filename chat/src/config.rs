@@ -1,0 +1,153 @@
+//! Command-line flags of chat mode, flattened by the inference server into `serve`.
+//! Every flag has an environment variable, so a Kubernetes Deployment can set them.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// Which LLM answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// A GGUF model run in-process (no other server needed).
+    Local,
+    /// Ollama's `/api/chat`.
+    Ollama,
+    /// Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp's llama-server).
+    Openai,
+}
+
+/// Where session memory lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MemoryStoreKind {
+    /// In this process (bounded LRU); lost on restart, not shared between replicas.
+    Memory,
+    /// Redis: shared by replicas, survives restarts.
+    Redis,
+}
+
+/// Chat mode settings.
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    /// Which LLM backend answers chat requests.
+    #[arg(long, env = "MOORING_CHAT_BACKEND", value_enum, default_value = "local")]
+    pub chat_backend: BackendKind,
+
+    /// Base URL of the ollama or openai backend (e.g. http://127.0.0.1:11434, or
+    /// https://api.openai.com/v1; `/v1` is added for openai when missing).
+    #[arg(long, env = "MOORING_CHAT_URL")]
+    pub chat_url: Option<String>,
+
+    /// Model name: sent to remote backends, and reported by /v1/models.
+    #[arg(long, env = "MOORING_CHAT_MODEL", default_value = "smollm2")]
+    pub chat_model: String,
+
+    /// GGUF file of the local backend.
+    #[arg(
+        long,
+        env = "MOORING_CHAT_GGUF",
+        default_value = ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )]
+    pub chat_gguf: PathBuf,
+
+    /// Bearer token for the remote backend (e.g. an OpenAI API key).
+    #[arg(long, env = "MOORING_CHAT_BACKEND_API_KEY", hide_env_values = true)]
+    pub chat_backend_api_key: Option<String>,
+
+    /// System prompt put first in every conversation that does not bring its own.
+    #[arg(long, env = "MOORING_CHAT_SYSTEM_PROMPT")]
+    pub chat_system_prompt: Option<String>,
+
+    /// Default (and largest allowed) number of generated tokens per answer.
+    #[arg(long, env = "MOORING_CHAT_MAX_TOKENS", default_value_t = 256)]
+    pub chat_max_tokens: u32,
+
+    /// Default sampling temperature; 0 is greedy and deterministic.
+    #[arg(long, env = "MOORING_CHAT_TEMPERATURE", default_value_t = 0.7)]
+    pub chat_temperature: f64,
+
+    /// Repetition penalty of the local backend over the last 64 tokens (1 disables it).
+    #[arg(long, env = "MOORING_CHAT_REPEAT_PENALTY", default_value_t = 1.1)]
+    pub chat_repeat_penalty: f32,
+
+    /// Requests allowed to wait for the local model; more get 429.
+    #[arg(long, env = "MOORING_CHAT_QUEUE", default_value_t = 8)]
+    pub chat_queue: usize,
+
+    /// Connect timeout to a remote backend, in seconds.
+    #[arg(long, env = "MOORING_CHAT_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
+    pub chat_connect_timeout_secs: u64,
+
+    /// Limit on waiting for a remote backend's first token (per attempt), in seconds.
+    #[arg(long, env = "MOORING_CHAT_FIRST_TOKEN_TIMEOUT_SECS", default_value_t = 60)]
+    pub chat_first_token_timeout_secs: u64,
+
+    /// Longest silence from a remote backend in the middle of an answer, in seconds.
+    #[arg(long, env = "MOORING_CHAT_READ_TIMEOUT_SECS", default_value_t = 60)]
+    pub chat_read_timeout_secs: u64,
+
+    /// Retries of a remote backend on 429/5xx/connection errors, before the first token.
+    #[arg(long, env = "MOORING_CHAT_RETRIES", default_value_t = 3)]
+    pub chat_retries: u32,
+
+    /// First retry delay in milliseconds; doubled on each retry (capped at 10 s).
+    #[arg(long, env = "MOORING_CHAT_RETRY_BASE_MS", default_value_t = 250)]
+    pub chat_retry_base_ms: u64,
+
+    /// Where session memory is kept.
+    #[arg(long, env = "MOORING_CHAT_MEMORY_STORE", value_enum, default_value = "memory")]
+    pub chat_memory_store: MemoryStoreKind,
+
+    /// Redis URL for `--chat-memory-store redis`, e.g. redis://127.0.0.1:6379.
+    #[arg(long, env = "MOORING_CHAT_REDIS_URL", hide_env_values = true)]
+    pub chat_redis_url: Option<String>,
+
+    /// Prefix of the Redis keys (several chat services can share one Redis).
+    #[arg(long, env = "MOORING_CHAT_REDIS_PREFIX", default_value = "mooring:chat")]
+    pub chat_redis_prefix: String,
+
+    /// Turns (question + answer) remembered per session; older ones are dropped first.
+    #[arg(long, env = "MOORING_CHAT_MEMORY_MAX_TURNS", default_value_t = 20)]
+    pub chat_memory_max_turns: usize,
+
+    /// Characters remembered per session; older turns are dropped first.
+    #[arg(long, env = "MOORING_CHAT_MEMORY_MAX_CHARS", default_value_t = 8000)]
+    pub chat_memory_max_chars: usize,
+
+    /// Seconds after its last use before a session is forgotten.
+    #[arg(long, env = "MOORING_CHAT_MEMORY_TTL_SECS", default_value_t = 3600)]
+    pub chat_memory_ttl_secs: u64,
+
+    /// Sessions kept by the in-process store (least recently used are evicted).
+    #[arg(long, env = "MOORING_CHAT_MEMORY_MAX_SESSIONS", default_value_t = 10_000)]
+    pub chat_memory_max_sessions: usize,
+
+    #[command(flatten)]
+    pub guard: crate::guard::GuardArgs,
+
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        chat: ChatArgs,
+    }
+
+    #[test]
+    fn flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_select_the_local_backend_and_in_process_memory() {
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cli.chat.chat_backend, BackendKind::Local);
+        assert_eq!(cli.chat.chat_memory_store, MemoryStoreKind::Memory);
+    }
+}

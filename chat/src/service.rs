@@ -1,0 +1,325 @@
+//! `ChatService`: builds chat mode from its flags and hands the server its HTTP routes, its
+//! gRPC service and its readiness.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderValue;
+use axum::http::request::Parts;
+use serde::Serialize;
+
+use crate::auth::{Auth, KeyId};
+use crate::backend::local::{LocalBackend, LocalOptions};
+use crate::backend::ollama::OllamaBackend;
+use crate::backend::openai::{OpenAiBackend, RemoteOptions};
+use crate::backend::retry::RetryPolicy;
+use crate::backend::{Backend, BackendError, Role};
+use crate::config::{BackendKind, ChatArgs, MemoryStoreKind};
+use crate::engine::{ChatRequest, Engine};
+use crate::error::ChatError;
+use crate::guard::{Guard, GuardError};
+use crate::memory::in_process::InProcessStore;
+use crate::memory::redis_store::RedisStore;
+use crate::memory::{MemoryError, MemoryLimits, SessionStore};
+use crate::metrics::{ChatMetrics, MetricsError};
+
+/// Response header set when the guard (in `flag` mode) found something: the pattern names.
+pub const GUARD_HEADER: &str = "x-prompt-guard";
+
+/// Why chat mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{flag}: {message}")]
+    Config { flag: &'static str, message: String },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("guard: {0}")]
+    Guard(#[from] GuardError),
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthError),
+}
+
+/// State shared by the HTTP handlers and the gRPC service.
+#[derive(Clone)]
+pub struct Shared {
+    pub engine: Engine,
+    pub guard: Arc<Guard>,
+    pub auth: Auth,
+}
+
+/// The caller, as identified by the API-key layer ("anonymous" without keys).
+pub struct Caller {
+    pub owner: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let key = parts
+            .extensions
+            .get::<KeyId>()
+            .cloned()
+            .unwrap_or_else(KeyId::anonymous);
+        Ok(Caller {
+            owner: key.as_str().to_string(),
+        })
+    }
+}
+
+impl Shared {
+    /// Applies the prompt guard to the request's system and user messages. Block mode
+    /// refuses (400 with the analysis); flag mode lets the request through and returns
+    /// the value of [`GUARD_HEADER`].
+    pub fn check_prompt(&self, request: &ChatRequest) -> Result<Option<HeaderValue>, ChatError> {
+        let mut flagged: Vec<String> = Vec::new();
+        for (i, message) in request.messages.iter().enumerate() {
+            if message.role == Role::Assistant {
+                continue;
+            }
+            match self.guard.check(&message.content) {
+                Ok(analysis) if analysis.injection_detected => {
+                    flagged.extend(analysis.detected_patterns)
+                }
+                Ok(_) => {}
+                Err(e) => return Err(self.guard_error(e, &format!("messages[{i}].content"))),
+            }
+        }
+        if flagged.is_empty() {
+            return Ok(None);
+        }
+        flagged.sort();
+        flagged.dedup();
+        self.engine
+            .metrics
+            .guard_detections
+            .with_label_values(&["flagged"])
+            .inc();
+        Ok(HeaderValue::from_str(&flagged.join(",")).ok())
+    }
+
+    /// The guard's analysis of a single-prompt request (for `generate-secure`).
+    pub fn analyze_prompt(&self, request: &ChatRequest) -> Result<serde_json::Value, ChatError> {
+        let prompt = request
+            .messages
+            .last()
+            .map(|m| m.content.as_str())
+            .unwrap_or("");
+        match self.guard.check(prompt) {
+            Ok(analysis) => {
+                if analysis.injection_detected {
+                    self.engine
+                        .metrics
+                        .guard_detections
+                        .with_label_values(&["flagged"])
+                        .inc();
+                }
+                Ok(serde_json::to_value(analysis).unwrap_or_default())
+            }
+            Err(e) => Err(self.guard_error(e, "prompt")),
+        }
+    }
+
+    fn guard_error(&self, error: GuardError, field: &str) -> ChatError {
+        match error {
+            GuardError::Blocked(analysis) => {
+                self.engine
+                    .metrics
+                    .guard_detections
+                    .with_label_values(&["blocked"])
+                    .inc();
+                ChatError::Blocked(serde_json::to_value(*analysis).unwrap_or_default())
+            }
+            GuardError::PromptTooLong { length, limit } => ChatError::invalid(
+                field,
+                format!("{length} characters is more than the limit of {limit}"),
+            ),
+            other => ChatError::invalid(field, other.to_string()),
+        }
+    }
+}
+
+/// Readiness details for `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatReadiness {
+    pub ready: bool,
+    /// The `BackendReachable` condition.
+    pub backend_reachable: bool,
+    pub memory_reachable: bool,
+    pub backend: &'static str,
+    /// Why not ready, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Chat mode, ready to be mounted by the server.
+#[derive(Clone)]
+pub struct ChatService {
+    shared: Shared,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl ChatService {
+    /// Loads the backend (the local model is read on a blocking thread), connects the
+    /// session store and registers the metrics.
+    pub async fn build(args: &ChatArgs, registry: &prometheus::Registry) -> Result<Self, BuildError> {
+        let backend = build_backend(args).await?;
+        let store = build_store(args).await?;
+        let metrics = ChatMetrics::register(registry)?;
+        let guard = Arc::new(Guard::from_args(&args.guard)?);
+        let auth = Auth::from_args(&args.auth)?;
+        Ok(Self::from_parts(args, backend, store, metrics, guard, auth))
+    }
+
+    /// Assembles a service from ready parts (tests use it to put a fake backend in).
+    pub fn from_parts(
+        args: &ChatArgs,
+        backend: Arc<dyn Backend>,
+        store: Arc<dyn SessionStore>,
+        metrics: ChatMetrics,
+        guard: Arc<Guard>,
+        auth: Auth,
+    ) -> Self {
+        let engine = Engine {
+            backend,
+            store,
+            metrics,
+            system_prompt: args.chat_system_prompt.clone(),
+            max_tokens: args.chat_max_tokens,
+        };
+        ChatService {
+            shared: Shared {
+                engine,
+                guard,
+                auth,
+            },
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Every chat HTTP route, behind the API-key and rate-limit layer.
+    pub fn router(&self) -> axum::Router {
+        crate::http::router(self.shared.clone()).layer(axum::middleware::from_fn_with_state(
+            self.shared.auth.clone(),
+            Auth::middleware,
+        ))
+    }
+
+    /// The `mooring.chat.v1.ChatService` gRPC service.
+    pub fn grpc_service(
+        &self,
+    ) -> crate::proto::chat_service_server::ChatServiceServer<crate::grpc::GrpcChat> {
+        crate::grpc::GrpcChat::new(self.shared.clone()).into_server()
+    }
+
+    /// Whether chat can serve: the backend answers and the session store too.
+    pub async fn readiness(&self) -> ChatReadiness {
+        let backend = self.shared.engine.backend.reachable().await;
+        let memory = self.shared.engine.store.ping().await;
+        let shutting_down = self.shutting_down.load(Ordering::SeqCst);
+        let reason = match (&backend, &memory) {
+            _ if shutting_down => Some("shutting down".to_string()),
+            (Err(e), _) => Some(format!("backend: {e}")),
+            (_, Err(e)) => Some(format!("session store: {e}")),
+            _ => None,
+        };
+        ChatReadiness {
+            ready: reason.is_none(),
+            backend_reachable: backend.is_ok(),
+            memory_reachable: memory.is_ok(),
+            backend: self.shared.engine.backend.kind(),
+            reason,
+        }
+    }
+
+    /// Marks chat as not ready, so load balancers stop sending new requests while the
+    /// server drains the ones in flight.
+    pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn build_backend(args: &ChatArgs) -> Result<Arc<dyn Backend>, BuildError> {
+    let remote = |kind: &str| -> Result<RemoteOptions, BuildError> {
+        let url = args.chat_url.clone().ok_or_else(|| BuildError::Config {
+            flag: "--chat-url",
+            message: format!("required with --chat-backend {kind}"),
+        })?;
+        Ok(RemoteOptions {
+            url,
+            model: args.chat_model.clone(),
+            api_key: args.chat_backend_api_key.clone(),
+            connect_timeout: Duration::from_secs(args.chat_connect_timeout_secs),
+            read_timeout: Duration::from_secs(args.chat_read_timeout_secs),
+            retry: RetryPolicy {
+                max_retries: args.chat_retries,
+                base_delay: Duration::from_millis(args.chat_retry_base_ms),
+                max_delay: Duration::from_secs(10),
+                first_event_timeout: Duration::from_secs(args.chat_first_token_timeout_secs),
+            },
+            default_max_tokens: args.chat_max_tokens,
+            default_temperature: args.chat_temperature,
+        })
+    };
+    Ok(match args.chat_backend {
+        BackendKind::Local => {
+            if args.chat_queue == 0 {
+                return Err(BuildError::Config {
+                    flag: "--chat-queue",
+                    message: "must be at least 1".into(),
+                });
+            }
+            let options = LocalOptions {
+                gguf: args.chat_gguf.clone(),
+                model_name: args.chat_model.clone(),
+                default_max_tokens: args.chat_max_tokens,
+                default_temperature: args.chat_temperature,
+                repeat_penalty: args.chat_repeat_penalty,
+                queue: args.chat_queue,
+            };
+            let backend = tokio::task::spawn_blocking(move || LocalBackend::load(options))
+                .await
+                .map_err(|e| BackendError::Load(format!("the loading thread failed: {e}")))??;
+            Arc::new(backend)
+        }
+        BackendKind::Openai => Arc::new(OpenAiBackend::new(remote("openai")?)?),
+        BackendKind::Ollama => Arc::new(OllamaBackend::new(remote("ollama")?)?),
+    })
+}
+
+async fn build_store(args: &ChatArgs) -> Result<Arc<dyn SessionStore>, BuildError> {
+    if args.chat_memory_max_turns == 0 {
+        return Err(BuildError::Config {
+            flag: "--chat-memory-max-turns",
+            message: "must be at least 1".into(),
+        });
+    }
+    let limits = MemoryLimits {
+        max_turns: args.chat_memory_max_turns,
+        max_chars: args.chat_memory_max_chars,
+        ttl: Duration::from_secs(args.chat_memory_ttl_secs),
+    };
+    Ok(match args.chat_memory_store {
+        MemoryStoreKind::Memory => {
+            let max = NonZeroUsize::new(args.chat_memory_max_sessions).ok_or(BuildError::Config {
+                flag: "--chat-memory-max-sessions",
+                message: "must be at least 1".into(),
+            })?;
+            Arc::new(InProcessStore::new(max, limits))
+        }
+        MemoryStoreKind::Redis => {
+            let url = args.chat_redis_url.as_deref().ok_or(BuildError::Config {
+                flag: "--chat-redis-url",
+                message: "required with --chat-memory-store redis".into(),
+            })?;
+            Arc::new(RedisStore::connect(url, &args.chat_redis_prefix, limits).await?)
+        }
+    })
+}
