@@ -6,10 +6,16 @@
 //! Two backends implement it: a local directory ([`local::LocalRegistry`]) and MLflow.
 #![forbid(unsafe_code)]
 
+mod cache;
+mod config;
+mod digest;
+pub mod local;
 mod model_ref;
 mod signature;
 
-pub use model_ref::{ModelRef, Selector};
+pub use config::{RegistryConfig, connect};
+pub use digest::Sha256Sums;
+pub use model_ref::{ModelRef, Selector, validate_alias};
 pub use signature::{Signature, TensorSpec};
 
 use std::collections::BTreeMap;
@@ -22,8 +28,33 @@ use serde::{Deserialize, Serialize};
 pub const MODEL_FILE: &str = "model.onnx";
 pub const SIGNATURE_FILE: &str = "signature.json";
 pub const REFERENCE_FILE: &str = "reference.csv";
+/// `sha256sum -c` compatible digests of every file of a version.
+pub const SHA256SUMS_FILE: &str = "sha256sums";
+/// Optional metadata of a version: description, created_at, metrics, params, tags.
+pub const VERSION_META_FILE: &str = "version.json";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+    pub(crate) fn corrupt(path: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.to_string(),
+            reason: reason.into(),
+        }
+    }
+    pub(crate) fn invalid_arg(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -32,21 +63,52 @@ pub enum Error {
     #[error("model {name:?} not found in the registry")]
     ModelNotFound { name: String },
     #[error("model {name:?} has no alias {alias:?} (known aliases: {known})")]
-    AliasNotFound { name: String, alias: String, known: String },
+    AliasNotFound {
+        name: String,
+        alias: String,
+        known: String,
+    },
     #[error("model {name:?} has no version {version:?}")]
     VersionNotFound { name: String, version: String },
     #[error("model {name:?} version {version} is not ready to serve (status {status})")]
-    VersionNotReady { name: String, version: String, status: String },
+    VersionNotReady {
+        name: String,
+        version: String,
+        status: String,
+    },
     #[error("digest mismatch for {file}: expected sha256 {expected}, got {actual}")]
-    DigestMismatch { file: String, expected: String, actual: String },
+    DigestMismatch {
+        file: String,
+        expected: String,
+        actual: String,
+    },
     #[error("invalid signature for {name:?} version {version}: {reason}")]
-    InvalidSignature { name: String, version: String, reason: String },
+    InvalidSignature {
+        name: String,
+        version: String,
+        reason: String,
+    },
     #[error("registry unreachable: {0}")]
     Unreachable(String),
     #[error("registry call {call} failed: {message}")]
-    Api { call: String, status: Option<u16>, message: String },
+    Api {
+        call: String,
+        status: Option<u16>,
+        message: String,
+    },
     #[error("{context}: {source}")]
-    Io { context: String, #[source] source: std::io::Error },
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Registry content that is not what Mooring expects (a malformed `aliases.json`, a
+    /// missing or malformed `sha256sums`, a model directory without `model.onnx`).
+    #[error("invalid registry data at {path}: {reason}")]
+    Corrupt { path: String, reason: String },
+    /// A bad argument or setting from the caller (an alias name, a registry location).
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
 }
 
 impl Error {
@@ -74,6 +136,8 @@ impl Error {
             Error::Unreachable(_) => "RegistryUnreachable",
             Error::Api { .. } => "RegistryApiError",
             Error::Io { .. } => "IoError",
+            Error::Corrupt { .. } => "RegistryDataInvalid",
+            Error::InvalidArgument { .. } => "InvalidArgument",
         }
     }
 }
@@ -100,6 +164,15 @@ pub struct ModelVersion {
 impl ModelVersion {
     pub fn is_ready(&self) -> bool {
         self.status.eq_ignore_ascii_case("READY")
+    }
+
+    /// The error to return when this version is asked to be served but is not ready.
+    pub fn not_ready_error(&self) -> Error {
+        Error::VersionNotReady {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            status: self.status.clone(),
+        }
     }
 }
 
@@ -147,7 +220,11 @@ pub trait Registry: Send + Sync {
     /// Copy a version's artifacts into `cache_dir/<name>/<version>/` (reusing a complete,
     /// verified copy), check their sha256 and parse the signature. Refuses versions that are
     /// not `READY`.
-    async fn fetch(&self, version: &ModelVersion, cache_dir: &std::path::Path) -> Result<FetchedModel>;
+    async fn fetch(
+        &self,
+        version: &ModelVersion,
+        cache_dir: &std::path::Path,
+    ) -> Result<FetchedModel>;
 
     /// All registered models with their versions and aliases.
     async fn list_models(&self) -> Result<Vec<RegisteredModel>>;

@@ -57,7 +57,10 @@ impl Signature {
                 return Err(format!("tensor name {:?} appears twice", t.name));
             }
             if t.shape.iter().any(|&d| d < -1 || d == 0) {
-                return Err(format!("tensor {:?} has an invalid shape {:?}", t.name, t.shape));
+                return Err(format!(
+                    "tensor {:?} has an invalid shape {:?}",
+                    t.name, t.shape
+                ));
             }
         }
         if !self.feature_names.is_empty() {
@@ -73,10 +76,10 @@ impl Signature {
                 ));
             }
         }
-        if let Some(p) = &self.probabilities_output {
-            if !self.outputs.iter().any(|o| &o.name == p) {
-                return Err(format!("probabilities_output {p:?} is not an output"));
-            }
+        if let Some(p) = &self.probabilities_output
+            && !self.outputs.iter().any(|o| &o.name == p)
+        {
+            return Err(format!("probabilities_output {p:?} is not an output"));
         }
         Ok(())
     }
@@ -84,5 +87,63 @@ impl Signature {
     /// The batch dimension is the first one when every input's first dimension is variable.
     pub fn has_batch_dim(&self) -> bool {
         self.inputs.iter().all(|t| t.shape.first() == Some(&-1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iris() -> Signature {
+        Signature::from_json(include_bytes!(
+            "../../models/iris-classifier/1/signature.json"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn bundled_iris_signature_is_valid() {
+        let sig = iris();
+        assert_eq!(sig.inputs[0].name, "input");
+        assert_eq!(sig.feature_names.len(), 4);
+        assert_eq!(sig.class_labels, ["setosa", "versicolor", "virginica"]);
+        assert!(sig.has_batch_dim());
+        assert!(!sig.allow_nan);
+    }
+
+    #[test]
+    fn rejects_inconsistent_signatures() {
+        type Mutation = fn(&mut Signature);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (|s| s.inputs.clear(), "at least one input"),
+            (|s| s.outputs[1].name = "label".into(), "appears twice"),
+            (|s| s.inputs[0].shape = vec![-1, 0], "invalid shape"),
+            (|s| s.inputs[0].shape = vec![-1, -2], "invalid shape"),
+            (
+                |s| s.feature_names.pop().map(drop).unwrap(),
+                "3 feature names for an input 4 wide",
+            ),
+            (|s| s.inputs[0].shape = vec![-1], "exactly one 2-D input"),
+            (
+                |s| s.probabilities_output = Some("proba".into()),
+                "\"proba\" is not an output",
+            ),
+        ];
+        for (mutate, expected) in cases {
+            let mut sig = iris();
+            mutate(&mut sig);
+            let err = sig.validate().unwrap_err();
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_an_error() {
+        assert!(Signature::from_json(b"{").is_err());
+        assert!(
+            Signature::from_json(br#"{"inputs": []}"#)
+                .unwrap_err()
+                .contains("outputs")
+        );
     }
 }

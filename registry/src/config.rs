@@ -1,0 +1,151 @@
+//! Choosing a backend from a location string, as given on a command line or in a CR.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::local::LocalRegistry;
+use crate::{Error, Registry, Result};
+
+/// Where the registry is and how to talk to it.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// `http(s)://host:port` for MLflow; anything else (optionally `file://`) is a directory.
+    pub location: String,
+    /// Bearer token for MLflow (Databricks-style personal access token).
+    pub token: Option<String>,
+    /// Basic-auth user for MLflow (`mlflow server --app-name basic-auth`).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Per-request timeout for registry API calls.
+    pub request_timeout: Duration,
+    /// Timeout for downloading one artifact file.
+    pub download_timeout: Duration,
+    /// Retries after the first attempt on connection errors, 429 and 5xx (never on other 4xx).
+    pub max_retries: u32,
+    /// First backoff delay; doubles on every retry.
+    pub retry_base_delay: Duration,
+    /// Refuse MLflow versions without a recorded `sha256sums` artifact (registered by other
+    /// tools) instead of hashing what was downloaded.
+    pub require_digest: bool,
+}
+
+impl RegistryConfig {
+    pub fn new(location: impl Into<String>) -> Self {
+        Self {
+            location: location.into(),
+            token: None,
+            username: None,
+            password: None,
+            request_timeout: Duration::from_secs(30),
+            download_timeout: Duration::from_secs(300),
+            max_retries: 4,
+            retry_base_delay: Duration::from_millis(200),
+            require_digest: false,
+        }
+    }
+
+    /// True when the location names an MLflow server.
+    pub fn is_mlflow(&self) -> bool {
+        let l = self.location.trim();
+        l.starts_with("http://") || l.starts_with("https://")
+    }
+
+    /// The directory of a local registry location (`file://` prefix accepted).
+    pub fn local_path(&self) -> Option<PathBuf> {
+        if self.is_mlflow() {
+            return None;
+        }
+        let l = self.location.trim();
+        Some(PathBuf::from(l.strip_prefix("file://").unwrap_or(l)))
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.location.trim().is_empty() {
+            return Err(Error::invalid_arg(
+                "registry location",
+                "empty: give a directory or an http(s):// MLflow URL",
+            ));
+        }
+        if self.token.is_some() && (self.username.is_some() || self.password.is_some()) {
+            return Err(Error::invalid_arg(
+                "registry auth",
+                "give either a token or a username/password, not both",
+            ));
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return Err(Error::invalid_arg(
+                "registry auth",
+                "basic auth needs both a username and a password",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Open the registry `config` names: MLflow for an `http(s)://` location, else a directory.
+pub fn connect(config: &RegistryConfig) -> Result<Arc<dyn Registry>> {
+    config.validate()?;
+    match config.local_path() {
+        Some(path) => Ok(Arc::new(LocalRegistry::open(path)?)),
+        // Replaced by the MLflow backend in the next commit.
+        None => Err(Error::invalid_arg(
+            "registry location",
+            "the MLflow backend is not built yet",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_backend_from_the_location() {
+        assert!(RegistryConfig::new("http://127.0.0.1:5000").is_mlflow());
+        assert!(RegistryConfig::new("https://mlflow.example.com").is_mlflow());
+        assert_eq!(
+            RegistryConfig::new("file:///srv/models").local_path(),
+            Some(PathBuf::from("/srv/models"))
+        );
+        assert_eq!(
+            RegistryConfig::new("models").local_path(),
+            Some(PathBuf::from("models"))
+        );
+        let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
+        let reg = connect(&RegistryConfig::new(format!("file://{bundled}"))).unwrap();
+        assert!(reg.location().ends_with("models"));
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        let err = connect(&RegistryConfig::new("")).err().unwrap();
+        assert!(err.to_string().contains("registry location"), "{err}");
+        let err = connect(&RegistryConfig::new("/nonexistent/registry"))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("/nonexistent/registry is not a directory"),
+            "{err}"
+        );
+        let mut c = RegistryConfig::new("http://x");
+        c.username = Some("u".into());
+        assert!(
+            connect(&c)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("needs both")
+        );
+        c.password = Some("p".into());
+        c.token = Some("t".into());
+        assert!(
+            connect(&c)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("either a token")
+        );
+    }
+}
