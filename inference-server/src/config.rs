@@ -1,0 +1,155 @@
+//! Command line: every flag has an environment-variable fallback, so the same binary is
+//! configured by arguments locally and by env in a pod.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::backend::BatchConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "inference-server", version, about = "Mooring inference server: Open Inference Protocol over REST and gRPC")]
+pub struct Cli {
+    /// Log format: `json` for clusters, `pretty` for terminals.
+    #[arg(long, env = "MOORING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve models over REST (V2, /api/v1, /metrics) and gRPC (V2).
+    Serve(ServeArgs),
+    /// Run a model over a CSV or JSONL file of named-feature rows, writing JSONL predictions.
+    Batch(BatchArgs),
+}
+
+/// Where models come from.
+#[derive(Debug, Clone, Args)]
+pub struct ModelSource {
+    /// Model registry: a local directory (e.g. `models`) or an MLflow URL (`http://mlflow:5000`).
+    #[arg(long, env = "MOORING_REGISTRY")]
+    pub registry: String,
+    /// Where fetched model versions are cached.
+    #[arg(long, env = "MOORING_CACHE_DIR", default_value = ".cache/mooring-models")]
+    pub cache_dir: PathBuf,
+    /// Bearer token for an MLflow registry.
+    #[arg(long, env = "MOORING_REGISTRY_TOKEN", hide_env_values = true)]
+    pub registry_token: Option<String>,
+}
+
+/// Dynamic batching and queue limits.
+#[derive(Debug, Clone, Args)]
+pub struct BatchingArgs {
+    /// Most rows one model call may batch together (1 turns batching off).
+    #[arg(long, env = "MOORING_MAX_BATCH_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_batch_size: u32,
+    /// How long, in microseconds, a request may wait for others to batch with; 0 batches only
+    /// what is already queued.
+    #[arg(long, env = "MOORING_MAX_QUEUE_DELAY_US", default_value_t = 0)]
+    pub max_queue_delay_us: u64,
+    /// Requests that may wait per model; beyond it the server answers 429 / RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MOORING_QUEUE_CAPACITY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue_capacity: u32,
+    /// Worker threads (ONNX Runtime sessions) per model.
+    #[arg(long, env = "MOORING_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
+}
+
+impl BatchingArgs {
+    pub fn config(&self) -> BatchConfig {
+        BatchConfig {
+            max_batch_size: self.max_batch_size as usize,
+            max_queue_delay: Duration::from_micros(self.max_queue_delay_us),
+            queue_capacity: self.queue_capacity as usize,
+            workers: self.workers as usize,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+    /// Model to serve as `name@alias` or `name@version`; repeat for several. The first is
+    /// the default of `/api/v1/classify`.
+    #[arg(long = "model", env = "MOORING_MODELS", value_delimiter = ',', required = true)]
+    pub models: Vec<String>,
+    /// Address to listen on (0.0.0.0 in containers; 127.0.0.1 for local runs).
+    #[arg(long, env = "MOORING_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// REST port (also /metrics and probes); 0 picks a free one.
+    #[arg(long, env = "MOORING_HTTP_PORT", default_value_t = 8080)]
+    pub http_port: u16,
+    /// gRPC port; 0 picks a free one.
+    #[arg(long, env = "MOORING_GRPC_PORT", default_value_t = 8081)]
+    pub grpc_port: u16,
+    /// Largest accepted request body (REST) or message (gRPC), in bytes.
+    #[arg(long, env = "MOORING_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    #[command(flatten)]
+    pub batching: BatchingArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+    /// Model as `name@alias` or `name@version`.
+    #[arg(long, env = "MOORING_MODEL")]
+    pub model: String,
+    /// Rows to predict: `.csv` with a header of feature names, or `.jsonl` with one object per line.
+    #[arg(long, env = "MOORING_BATCH_INPUT")]
+    pub input: PathBuf,
+    /// Where to write one JSON prediction (or error) per input row.
+    #[arg(long, env = "MOORING_BATCH_OUTPUT")]
+    pub output: PathBuf,
+    /// Rows per model call.
+    #[arg(long, env = "MOORING_BATCH_CHUNK", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk_rows: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_flags_parse_with_defaults() {
+        let cli = Cli::try_parse_from([
+            "inference-server",
+            "serve",
+            "--registry",
+            "models",
+            "--model",
+            "iris-classifier@production",
+            "--model",
+            "iris-classifier@2",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else { panic!("serve expected") };
+        assert_eq!(args.models, ["iris-classifier@production", "iris-classifier@2"]);
+        assert_eq!((args.http_port, args.grpc_port), (8080, 8081));
+        assert_eq!(args.batching.config().max_batch_size, 32);
+    }
+
+    #[test]
+    fn a_zero_batch_size_is_refused() {
+        let err = Cli::try_parse_from(["inference-server", "serve", "--registry", "m", "--model", "a@1", "--max-batch-size", "0"])
+            .unwrap_err();
+        assert!(err.to_string().contains("--max-batch-size"), "{err}");
+    }
+}

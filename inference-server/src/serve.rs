@@ -1,0 +1,172 @@
+//! `serve`: load models from the registry, run the REST and gRPC servers, stop both on one
+//! shutdown signal after draining in-flight requests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mooring_registry::{ModelRef, Registry, RegistryConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::service::RoutesBuilder;
+
+use crate::backend::BatchConfig;
+use crate::config::{ModelSource, ServeArgs};
+use crate::grpc::InferenceService;
+use crate::metrics::Metrics;
+use crate::state::{LoadedModel, ServerState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Registry(#[from] mooring_registry::Error),
+    #[error("cannot load model {model}: {source}")]
+    Load { model: String, source: crate::error::ServerError },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("{server} server failed: {message}")]
+    Server { server: &'static str, message: String },
+}
+
+/// Routes other parts of the process add to the servers (chat, for instance).
+#[derive(Default)]
+pub struct Extras {
+    /// Merged into the REST router (must not reuse its paths).
+    pub http: Option<axum::Router>,
+    /// Services served beside `inference.GRPCInferenceService`.
+    pub grpc: RoutesBuilder,
+}
+
+/// Opens the registry named on the command line.
+pub fn open_registry(source: &ModelSource) -> Result<Arc<dyn Registry>, ServeError> {
+    let mut config = RegistryConfig::new(source.registry.clone());
+    config.token = source.registry_token.clone();
+    Ok(mooring_registry::connect(&config)?)
+}
+
+/// Resolves, fetches (digest-verified) and loads one model.
+pub async fn load_model(
+    registry: &dyn Registry,
+    reference: &str,
+    cache_dir: &Path,
+    batching: &BatchConfig,
+    metrics: &Metrics,
+) -> Result<LoadedModel, ServeError> {
+    let started = Instant::now();
+    let model_ref: ModelRef = reference.parse()?;
+    let version = registry.resolve(&model_ref).await?;
+    let fetched = registry.fetch(&version, cache_dir).await?;
+    let (config, m) = (batching.clone(), metrics.clone());
+    let loaded = tokio::task::spawn_blocking(move || LoadedModel::load_onnx(&fetched, &config, &m))
+        .await
+        .map_err(|e| ServeError::Load { model: reference.into(), source: crate::error::ServerError::Execution(e.to_string()) })?
+        .map_err(|source| ServeError::Load { model: reference.into(), source })?;
+    let took = started.elapsed();
+    metrics.model_load_seconds.with_label_values(&[&loaded.name, &loaded.version]).set(took.as_secs_f64());
+    tracing::info!(model = %loaded.name, version = %loaded.version, digest = %loaded.digest, seconds = took.as_secs_f64(), "model loaded");
+    Ok(loaded)
+}
+
+/// Loads every model of `args` into a server state.
+pub async fn load_state(args: &ServeArgs) -> Result<ServerState, ServeError> {
+    let registry = open_registry(&args.source)?;
+    let metrics = Metrics::new();
+    let batching = args.batching.config();
+    let mut models = Vec::new();
+    for reference in &args.models {
+        models.push(load_model(registry.as_ref(), reference, &args.source.cache_dir, &batching, &metrics).await?);
+    }
+    Ok(ServerState::new(models, metrics, args.max_body_bytes))
+}
+
+/// Binds both listeners (port 0 picks a free port).
+pub async fn bind(host: &str, http_port: u16, grpc_port: u16) -> Result<(TcpListener, TcpListener), ServeError> {
+    let listen = |port: u16| {
+        let addr = format!("{host}:{port}");
+        async move { TcpListener::bind(&addr).await.map_err(|source| ServeError::Bind { addr, source }) }
+    };
+    Ok((listen(http_port).await?, listen(grpc_port).await?))
+}
+
+/// Serves until `shutdown` completes, then stops accepting, drains in-flight requests on
+/// both servers and returns.
+pub async fn run(
+    state: Arc<ServerState>,
+    http: TcpListener,
+    grpc: TcpListener,
+    extras: Extras,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signal_state = state.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        // Probes fail first so load balancers stop sending while requests drain.
+        signal_state.set_ready(false);
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let mut router = crate::http::app(state.clone());
+    if let Some(extra) = extras.http {
+        router = router.merge(extra);
+    }
+    let http_server = axum::serve(http, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+
+    let mut routes = extras.grpc;
+    routes.add_service(InferenceService::server(state.clone()));
+    let grpc_server = tonic::transport::Server::builder()
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc), stopped(stop_rx));
+
+    let (h, g) = tokio::join!(async { http_server.await }, grpc_server);
+    h.map_err(|e| ServeError::Server { server: "REST", message: e.to_string() })?;
+    g.map_err(|e| ServeError::Server { server: "gRPC", message: e.to_string() })?;
+    tracing::info!("servers stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM (Kubernetes) or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for ctrl-c: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+/// The `serve` subcommand.
+pub async fn serve(args: ServeArgs, extras: Extras) -> Result<(), ServeError> {
+    let state = Arc::new(load_state(&args).await?);
+    let (http, grpc) = bind(&args.host, args.http_port, args.grpc_port).await?;
+    let addr = |l: &TcpListener| l.local_addr().map(|a: SocketAddr| a.to_string()).unwrap_or_default();
+    let models: Vec<String> = state.models().map(|m| format!("{}@{}", m.name, m.version)).collect();
+    tracing::info!(rest = %addr(&http), grpc = %addr(&grpc), models = ?models, "listening");
+    // Also on stdout, so `make run` shows where to point curl even with JSON logs.
+    println!("inference-server: REST on http://{} , gRPC on {} , serving {}", addr(&http), addr(&grpc), models.join(", "));
+    run(state, http, grpc, extras, shutdown_signal()).await
+}

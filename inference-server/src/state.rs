@@ -1,0 +1,233 @@
+//! What both protocols share: the loaded models, the one inference path (validate → queue →
+//! run → observe) and its metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mooring_registry::{FetchedModel, Signature};
+
+use crate::backend::ort::OrtBackend;
+use crate::backend::{Backend, BatchConfig, ExecutionHook, ModelHandle};
+use crate::error::{Result, ServerError};
+use crate::metrics::Metrics;
+use crate::tensor::Tensor;
+use crate::validate::{validate_inputs, validate_outputs};
+
+/// Which front door a request came through (a metric label and part of an observation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Rest,
+    Grpc,
+    ApiV1,
+    Batch,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Rest => "rest",
+            Protocol::Grpc => "grpc",
+            Protocol::ApiV1 => "api_v1",
+            Protocol::Batch => "batch",
+        }
+    }
+}
+
+/// One completed inference, handed to an [`InferenceObserver`].
+#[derive(Clone, Debug)]
+pub struct InferenceRecord {
+    pub model: String,
+    pub version: String,
+    pub request_id: String,
+    pub protocol: Protocol,
+    pub inputs: Arc<Vec<Tensor>>,
+    pub outputs: Arc<Vec<Tensor>>,
+}
+
+/// Called once per successful inference, on the request's task after the reply is ready.
+/// Implementations must not block (e.g. `try_send` into a bounded channel and count drops):
+/// the prediction logger is the intended user.
+pub trait InferenceObserver: Send + Sync {
+    fn observe(&self, record: InferenceRecord);
+}
+
+/// A model version ready to serve.
+pub struct LoadedModel {
+    pub name: String,
+    pub version: String,
+    /// `sha256:<hex>` of the served model.onnx.
+    pub digest: String,
+    pub signature: Signature,
+    pub platform: &'static str,
+    handle: ModelHandle,
+}
+
+impl LoadedModel {
+    /// Starts the ONNX Runtime workers for a fetched (digest-verified) model version.
+    pub fn load_onnx(fetched: &FetchedModel, config: &BatchConfig, metrics: &Metrics) -> Result<Self> {
+        let path = fetched.model_path();
+        let signature = fetched.signature.clone();
+        let sig = signature.clone();
+        let make = move || OrtBackend::load(&path, &sig).map(|b| Box::new(b) as Box<dyn Backend>);
+        Self::with_backend(&fetched.version.name, &fetched.version.version, &fetched.digest, signature, make, config, metrics)
+    }
+
+    /// Starts workers around any backend (tests use small fakes).
+    pub fn with_backend<F>(
+        name: &str,
+        version: &str,
+        digest: &str,
+        signature: Signature,
+        make_backend: F,
+        config: &BatchConfig,
+        metrics: &Metrics,
+    ) -> Result<Self>
+    where
+        F: Fn() -> Result<Box<dyn Backend>>,
+    {
+        let execution = metrics.execution_seconds.with_label_values(&[name]);
+        let batch_size = metrics.batch_size.with_label_values(&[name]);
+        let hook: ExecutionHook = Arc::new(move |rows: usize, took: Duration| {
+            execution.observe(took.as_secs_f64());
+            batch_size.observe(rows as f64);
+        });
+        let handle = ModelHandle::spawn(name, make_backend, signature.has_batch_dim(), config, hook)?;
+        Ok(Self {
+            name: name.to_string(),
+            version: version.to_string(),
+            digest: digest.to_string(),
+            signature,
+            platform: "onnxruntime_onnx",
+            handle,
+        })
+    }
+}
+
+/// A request after protocol decoding.
+pub struct InferRequest {
+    pub model: String,
+    pub version: Option<String>,
+    pub id: Option<String>,
+    pub inputs: Vec<Tensor>,
+    /// Output names wanted; empty means all.
+    pub outputs: Vec<String>,
+}
+
+pub struct InferResponse {
+    pub model_name: String,
+    pub model_version: String,
+    pub id: String,
+    pub outputs: Vec<Tensor>,
+}
+
+/// Shared by every handler of both servers.
+pub struct ServerState {
+    models: BTreeMap<String, Arc<LoadedModel>>,
+    default_model: Option<String>,
+    pub metrics: Metrics,
+    pub observer: Option<Arc<dyn InferenceObserver>>,
+    /// Largest accepted request body (HTTP) or message (gRPC), in bytes.
+    pub max_body_bytes: usize,
+    ready: AtomicBool,
+    next_id: AtomicU64,
+}
+
+impl ServerState {
+    /// The first model is the default one of `/api/v1/classify`.
+    pub fn new(models: Vec<LoadedModel>, metrics: Metrics, max_body_bytes: usize) -> Self {
+        let default_model = models.first().map(|m| m.name.clone());
+        let models = models.into_iter().map(|m| (m.name.clone(), Arc::new(m))).collect();
+        Self {
+            models,
+            default_model,
+            metrics,
+            observer: None,
+            max_body_bytes,
+            ready: AtomicBool::new(true),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn with_observer(mut self, observer: Arc<dyn InferenceObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Ready to take traffic: models loaded and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.models.is_empty()
+    }
+
+    /// Marks the server not ready (on shutdown), so probes take it out of rotation while
+    /// in-flight requests drain.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn models(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
+        self.models.values()
+    }
+
+    pub fn default_model(&self) -> Option<&str> {
+        self.default_model.as_deref()
+    }
+
+    /// The model named `name`, checking `version` when one is given.
+    pub fn model(&self, name: &str, version: Option<&str>) -> Result<&Arc<LoadedModel>> {
+        let model = self.models.get(name).ok_or_else(|| ServerError::ModelNotFound(name.to_string()))?;
+        match version {
+            Some(v) if !v.is_empty() && v != model.version => Err(ServerError::VersionNotFound {
+                name: name.to_string(),
+                version: v.to_string(),
+                serving: model.version.clone(),
+            }),
+            _ => Ok(model),
+        }
+    }
+
+    /// The one inference path of every protocol.
+    pub async fn infer(&self, request: InferRequest, protocol: Protocol) -> Result<InferResponse> {
+        let started = Instant::now();
+        self.metrics.in_flight.inc();
+        let (label_model, label_version) = match self.model(&request.model, None) {
+            Ok(m) => (m.name.clone(), m.version.clone()),
+            Err(_) => ("unknown".to_string(), String::new()),
+        };
+        let result = self.infer_inner(request, protocol).await;
+        self.metrics.in_flight.dec();
+        let outcome = result.as_ref().map_or_else(ServerError::reason, |_| "ok");
+        self.metrics.requests.with_label_values(&[&label_model, &label_version, protocol.as_str(), outcome]).inc();
+        self.metrics
+            .request_seconds
+            .with_label_values(&[&label_model, protocol.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn infer_inner(&self, request: InferRequest, protocol: Protocol) -> Result<InferResponse> {
+        let model = self.model(&request.model, request.version.as_deref())?.clone();
+        validate_outputs(&model.signature, &request.outputs)?;
+        let inputs = validate_inputs(&model.signature, request.inputs)?;
+        let id = request.id.filter(|s| !s.is_empty());
+        let request_id = id.clone().unwrap_or_else(|| self.next_id.fetch_add(1, Ordering::Relaxed).to_string());
+        // Only keep a copy of the inputs when someone will look at them.
+        let kept_inputs = self.observer.as_ref().map(|_| Arc::new(inputs.clone()));
+        let mut outputs = model.handle.infer(inputs).await?;
+        if let (Some(observer), Some(inputs)) = (&self.observer, kept_inputs) {
+            observer.observe(InferenceRecord {
+                model: model.name.clone(),
+                version: model.version.clone(),
+                request_id: request_id.clone(),
+                protocol,
+                inputs,
+                outputs: Arc::new(outputs.clone()),
+            });
+        }
+        if !request.outputs.is_empty() {
+            outputs.retain(|o| request.outputs.contains(&o.name));
+        }
+        Ok(InferResponse { model_name: model.name.clone(), model_version: model.version.clone(), id: id.unwrap_or_default(), outputs })
+    }
+}

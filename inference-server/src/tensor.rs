@@ -1,0 +1,383 @@
+//! Named tensors as the server passes them around: an Open Inference Protocol datatype, a
+//! shape and a typed buffer; with conversions from/to V2 JSON data and little-endian raw
+//! bytes, and the row slicing/concatenation dynamic batching needs.
+
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TensorError {
+    #[error("datatype {0:?} is not supported (supported: {SUPPORTED})")]
+    UnsupportedDatatype(String),
+    #[error("{field}: element {index} is {found}, expected {expected}")]
+    BadElement { field: String, index: usize, found: String, expected: &'static str },
+    #[error("{field}: {len} raw bytes is not a whole number of {size}-byte {datatype} values")]
+    RawLength { field: String, len: usize, size: usize, datatype: &'static str },
+}
+
+const SUPPORTED: &str = "BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP32, FP64";
+
+/// An element type of the Open Inference Protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DataType {
+    Bool,
+    U8,
+    U16,
+    U32,
+    U64,
+    I8,
+    I16,
+    I32,
+    I64,
+    F32,
+    F64,
+}
+
+impl DataType {
+    pub fn parse(s: &str) -> Result<Self, TensorError> {
+        Ok(match s {
+            "BOOL" => Self::Bool,
+            "UINT8" => Self::U8,
+            "UINT16" => Self::U16,
+            "UINT32" => Self::U32,
+            "UINT64" => Self::U64,
+            "INT8" => Self::I8,
+            "INT16" => Self::I16,
+            "INT32" => Self::I32,
+            "INT64" => Self::I64,
+            "FP32" => Self::F32,
+            "FP64" => Self::F64,
+            other => return Err(TensorError::UnsupportedDatatype(other.to_string())),
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bool => "BOOL",
+            Self::U8 => "UINT8",
+            Self::U16 => "UINT16",
+            Self::U32 => "UINT32",
+            Self::U64 => "UINT64",
+            Self::I8 => "INT8",
+            Self::I16 => "INT16",
+            Self::I32 => "INT32",
+            Self::I64 => "INT64",
+            Self::F32 => "FP32",
+            Self::F64 => "FP64",
+        }
+    }
+
+    /// Bytes per element in the raw (little-endian) encoding.
+    pub fn byte_size(self) -> usize {
+        match self {
+            Self::Bool | Self::U8 | Self::I8 => 1,
+            Self::U16 | Self::I16 => 2,
+            Self::U32 | Self::I32 | Self::F32 => 4,
+            Self::U64 | Self::I64 | Self::F64 => 8,
+        }
+    }
+}
+
+/// A flat, row-major typed buffer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum TensorData {
+    Bool(Vec<bool>),
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// Applies `$body` to the vector inside any variant, binding it as `$v`.
+macro_rules! each {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            TensorData::Bool($v) => $body,
+            TensorData::U8($v) => $body,
+            TensorData::U16($v) => $body,
+            TensorData::U32($v) => $body,
+            TensorData::U64($v) => $body,
+            TensorData::I8($v) => $body,
+            TensorData::I16($v) => $body,
+            TensorData::I32($v) => $body,
+            TensorData::I64($v) => $body,
+            TensorData::F32($v) => $body,
+            TensorData::F64($v) => $body,
+        }
+    };
+}
+
+/// Same as `each!` but rebuilds the same variant from `$body`'s vector.
+macro_rules! map_same {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            TensorData::Bool($v) => TensorData::Bool($body),
+            TensorData::U8($v) => TensorData::U8($body),
+            TensorData::U16($v) => TensorData::U16($body),
+            TensorData::U32($v) => TensorData::U32($body),
+            TensorData::U64($v) => TensorData::U64($body),
+            TensorData::I8($v) => TensorData::I8($body),
+            TensorData::I16($v) => TensorData::I16($body),
+            TensorData::I32($v) => TensorData::I32($body),
+            TensorData::I64($v) => TensorData::I64($body),
+            TensorData::F32($v) => TensorData::F32($body),
+            TensorData::F64($v) => TensorData::F64($body),
+        }
+    };
+}
+
+impl TensorData {
+    pub fn len(&self) -> usize {
+        each!(self, v => v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn datatype(&self) -> DataType {
+        match self {
+            Self::Bool(_) => DataType::Bool,
+            Self::U8(_) => DataType::U8,
+            Self::U16(_) => DataType::U16,
+            Self::U32(_) => DataType::U32,
+            Self::U64(_) => DataType::U64,
+            Self::I8(_) => DataType::I8,
+            Self::I16(_) => DataType::I16,
+            Self::I32(_) => DataType::I32,
+            Self::I64(_) => DataType::I64,
+            Self::F32(_) => DataType::F32,
+            Self::F64(_) => DataType::F64,
+        }
+    }
+
+    /// Index of the first NaN or infinite element, for float tensors.
+    pub fn first_non_finite(&self) -> Option<usize> {
+        match self {
+            Self::F32(v) => v.iter().position(|x| !x.is_finite()),
+            Self::F64(v) => v.iter().position(|x| !x.is_finite()),
+            _ => None,
+        }
+    }
+
+    /// Elements `[start, end)`.
+    pub fn slice(&self, start: usize, end: usize) -> TensorData {
+        map_same!(self, v => v[start..end].to_vec())
+    }
+
+    /// Concatenates buffers of one datatype (the caller checked they agree).
+    pub fn concat(parts: &[&TensorData]) -> TensorData {
+        let mut out = parts[0].clone();
+        for part in &parts[1..] {
+            match (&mut out, part) {
+                (TensorData::Bool(a), TensorData::Bool(b)) => a.extend_from_slice(b),
+                (TensorData::U8(a), TensorData::U8(b)) => a.extend_from_slice(b),
+                (TensorData::U16(a), TensorData::U16(b)) => a.extend_from_slice(b),
+                (TensorData::U32(a), TensorData::U32(b)) => a.extend_from_slice(b),
+                (TensorData::U64(a), TensorData::U64(b)) => a.extend_from_slice(b),
+                (TensorData::I8(a), TensorData::I8(b)) => a.extend_from_slice(b),
+                (TensorData::I16(a), TensorData::I16(b)) => a.extend_from_slice(b),
+                (TensorData::I32(a), TensorData::I32(b)) => a.extend_from_slice(b),
+                (TensorData::I64(a), TensorData::I64(b)) => a.extend_from_slice(b),
+                (TensorData::F32(a), TensorData::F32(b)) => a.extend_from_slice(b),
+                (TensorData::F64(a), TensorData::F64(b)) => a.extend_from_slice(b),
+                (a, b) => unreachable!("concat of {:?} and {:?}", a.datatype(), b.datatype()),
+            }
+        }
+        out
+    }
+
+    /// Reads V2 JSON tensor data: a flat array or nested arrays (flattened row-major).
+    pub fn from_json(datatype: DataType, data: &Value, field: &str) -> Result<Self, TensorError> {
+        let mut flat = Vec::new();
+        flatten(data, &mut flat);
+        let bad = |index: usize, found: &Value, expected: &'static str| TensorError::BadElement {
+            field: field.to_string(),
+            index,
+            found: describe(found),
+            expected,
+        };
+        macro_rules! ints {
+            ($variant:ident, $t:ty, $get:ident, $expected:literal) => {
+                TensorData::$variant(
+                    flat.iter()
+                        .enumerate()
+                        .map(|(i, x)| {
+                            x.$get().and_then(|n| <$t>::try_from(n).ok()).ok_or_else(|| bad(i, x, $expected))
+                        })
+                        .collect::<Result<_, _>>()?,
+                )
+            };
+        }
+        Ok(match datatype {
+            DataType::Bool => TensorData::Bool(
+                flat.iter().enumerate().map(|(i, x)| x.as_bool().ok_or_else(|| bad(i, x, "a boolean"))).collect::<Result<_, _>>()?,
+            ),
+            DataType::U8 => ints!(U8, u8, as_u64, "an integer in 0..=255"),
+            DataType::U16 => ints!(U16, u16, as_u64, "an integer in 0..=65535"),
+            DataType::U32 => ints!(U32, u32, as_u64, "a 32-bit unsigned integer"),
+            DataType::U64 => ints!(U64, u64, as_u64, "a 64-bit unsigned integer"),
+            DataType::I8 => ints!(I8, i8, as_i64, "an integer in -128..=127"),
+            DataType::I16 => ints!(I16, i16, as_i64, "a 16-bit integer"),
+            DataType::I32 => ints!(I32, i32, as_i64, "a 32-bit integer"),
+            DataType::I64 => ints!(I64, i64, as_i64, "a 64-bit integer"),
+            DataType::F32 => TensorData::F32(
+                flat.iter()
+                    .enumerate()
+                    .map(|(i, x)| x.as_f64().map(|f| f as f32).ok_or_else(|| bad(i, x, "a number")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            DataType::F64 => TensorData::F64(
+                flat.iter().enumerate().map(|(i, x)| x.as_f64().ok_or_else(|| bad(i, x, "a number"))).collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    /// Reads little-endian raw bytes (gRPC `raw_input_contents`, the HTTP binary extension).
+    pub fn from_le_bytes(datatype: DataType, bytes: &[u8], field: &str) -> Result<Self, TensorError> {
+        let size = datatype.byte_size();
+        if bytes.len() % size != 0 {
+            return Err(TensorError::RawLength {
+                field: field.to_string(),
+                len: bytes.len(),
+                size,
+                datatype: datatype.as_str(),
+            });
+        }
+        macro_rules! le {
+            ($variant:ident, $t:ty) => {
+                TensorData::$variant(
+                    bytes.chunks_exact(size).map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk size"))).collect(),
+                )
+            };
+        }
+        Ok(match datatype {
+            DataType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+            DataType::U8 => TensorData::U8(bytes.to_vec()),
+            DataType::U16 => le!(U16, u16),
+            DataType::U32 => le!(U32, u32),
+            DataType::U64 => le!(U64, u64),
+            DataType::I8 => le!(I8, i8),
+            DataType::I16 => le!(I16, i16),
+            DataType::I32 => le!(I32, i32),
+            DataType::I64 => le!(I64, i64),
+            DataType::F32 => le!(F32, f32),
+            DataType::F64 => le!(F64, f64),
+        })
+    }
+
+    /// Little-endian raw bytes.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            TensorData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
+            TensorData::U8(v) => v.clone(),
+            TensorData::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I8(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+}
+
+fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
+        other => out.push(other),
+    }
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Null => "null".into(),
+        Value::Object(_) => "an object".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A named tensor with its shape. The datatype is the buffer's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub data: TensorData,
+}
+
+impl Tensor {
+    pub fn datatype(&self) -> DataType {
+        self.data.datatype()
+    }
+
+    /// Elements per row (the product of every dimension after the first).
+    pub fn row_len(&self) -> usize {
+        self.shape.iter().skip(1).map(|&d| d.max(0) as usize).product()
+    }
+
+    /// The first dimension: the number of rows in a batch.
+    pub fn rows(&self) -> usize {
+        self.shape.first().map_or(1, |&d| d.max(0) as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_data_may_be_flat_or_nested() {
+        let flat = TensorData::from_json(DataType::F32, &json!([1, 2.5, 3, 4]), "x").unwrap();
+        let nested = TensorData::from_json(DataType::F32, &json!([[1, 2.5], [3, 4]]), "x").unwrap();
+        assert_eq!(flat, TensorData::F32(vec![1.0, 2.5, 3.0, 4.0]));
+        assert_eq!(flat, nested);
+    }
+
+    #[test]
+    fn json_elements_of_the_wrong_kind_are_named() {
+        let err = TensorData::from_json(DataType::F32, &json!([1, "two"]), "input 'x'").unwrap_err();
+        assert_eq!(err.to_string(), "input 'x': element 1 is the string \"two\", expected a number");
+        let err = TensorData::from_json(DataType::U8, &json!([1, 256]), "y").unwrap_err();
+        assert!(err.to_string().contains("element 1 is 256"), "{err}");
+        let err = TensorData::from_json(DataType::I64, &json!([1.5]), "z").unwrap_err();
+        assert!(err.to_string().contains("expected a 64-bit integer"), "{err}");
+    }
+
+    #[test]
+    fn raw_bytes_round_trip_little_endian() {
+        let data = TensorData::F32(vec![1.0, -2.5]);
+        let bytes = data.to_le_bytes();
+        assert_eq!(&bytes[..4], &1.0f32.to_le_bytes());
+        assert_eq!(TensorData::from_le_bytes(DataType::F32, &bytes, "x").unwrap(), data);
+        let ints = TensorData::I64(vec![7, -1]);
+        assert_eq!(TensorData::from_le_bytes(DataType::I64, &ints.to_le_bytes(), "x").unwrap(), ints);
+        let err = TensorData::from_le_bytes(DataType::F32, &[0, 0, 0], "raw_input_contents[0]").unwrap_err();
+        assert!(err.to_string().contains("3 raw bytes"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_datatypes_are_refused_by_name() {
+        let err = DataType::parse("BYTES").unwrap_err();
+        assert!(err.to_string().starts_with("datatype \"BYTES\" is not supported"), "{err}");
+    }
+
+    #[test]
+    fn concat_and_slice_are_inverse() {
+        let a = TensorData::I32(vec![1, 2]);
+        let b = TensorData::I32(vec![3]);
+        let all = TensorData::concat(&[&a, &b]);
+        assert_eq!(all.slice(0, 2), a);
+        assert_eq!(all.slice(2, 3), b);
+    }
+}
