@@ -1,2 +1,4 @@
 //! Prediction log and drift statistics.
 #![forbid(unsafe_code)]
+
+pub mod stats;
