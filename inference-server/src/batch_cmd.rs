@@ -21,7 +21,10 @@ pub enum BatchError {
     #[error(transparent)]
     Load(#[from] ServeError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
     #[error("input {0} must end in .csv or .jsonl")]
@@ -41,8 +44,15 @@ pub struct Summary {
 type Row = (usize, Result<Map<String, Value>, String>);
 
 fn read_rows(path: &Path) -> Result<Vec<Row>, BatchError> {
-    let io = |source| BatchError::Io { path: path.to_path_buf(), source };
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+    let io = |source| BatchError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     match ext.as_str() {
         "jsonl" | "ndjson" => {
             let reader = BufReader::new(File::open(path).map_err(io)?);
@@ -62,13 +72,19 @@ fn read_rows(path: &Path) -> Result<Vec<Row>, BatchError> {
             Ok(rows)
         }
         "csv" => {
-            let mut reader = csv::ReaderBuilder::new().flexible(true).from_path(path).map_err(|e| BatchError::Format {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_path(path)
+                .map_err(|e| BatchError::Format {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
             let headers = reader
                 .headers()
-                .map_err(|e| BatchError::Format { path: path.to_path_buf(), message: e.to_string() })?
+                .map_err(|e| BatchError::Format {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
                 .clone();
             let mut rows = Vec::new();
             for (i, record) in reader.records().enumerate() {
@@ -76,13 +92,20 @@ fn read_rows(path: &Path) -> Result<Vec<Row>, BatchError> {
                 let line = i + 2;
                 let row = record.map_err(|e| e.to_string()).and_then(|r| {
                     if r.len() != headers.len() {
-                        return Err(format!("{} fields, the header has {}", r.len(), headers.len()));
+                        return Err(format!(
+                            "{} fields, the header has {}",
+                            r.len(),
+                            headers.len()
+                        ));
                     }
                     headers
                         .iter()
                         .zip(r.iter())
                         .map(|(h, v)| {
-                            let number: f64 = v.trim().parse().map_err(|_| format!("column {h:?}: {v:?} is not a number"))?;
+                            let number: f64 = v
+                                .trim()
+                                .parse()
+                                .map_err(|_| format!("column {h:?}: {v:?} is not a number"))?;
                             Ok((h.to_string(), Value::from(number)))
                         })
                         .collect()
@@ -119,11 +142,21 @@ fn keep_features(rows: &mut [Row], model: &LoadedModel) {
 pub async fn run(args: BatchArgs) -> Result<Summary, BatchError> {
     let registry = open_registry(&args.source)?;
     let metrics = Metrics::new();
-    let model = load_model(registry.as_ref(), &args.model, &args.source.cache_dir, &Default::default(), &metrics).await?;
+    let model = load_model(
+        registry.as_ref(),
+        &args.model,
+        &args.source.cache_dir,
+        &Default::default(),
+        &metrics,
+    )
+    .await?;
     let mut rows = read_rows(&args.input)?;
     keep_features(&mut rows, &model);
     let state = Arc::new(ServerState::new(vec![model], metrics, usize::MAX));
-    let out_io = |source| BatchError::Io { path: args.output.clone(), source };
+    let out_io = |source| BatchError::Io {
+        path: args.output.clone(),
+        source,
+    };
     let mut out = BufWriter::new(File::create(&args.output).map_err(out_io)?);
 
     let progress = if std::io::stderr().is_terminal() {
@@ -131,9 +164,15 @@ pub async fn run(args: BatchArgs) -> Result<Summary, BatchError> {
     } else {
         ProgressBar::hidden()
     };
-    progress.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec} eta {eta}").expect("valid template"));
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec} eta {eta}")
+            .expect("valid template"),
+    );
 
-    let mut summary = Summary { rows: rows.len(), ..Default::default() };
+    let mut summary = Summary {
+        rows: rows.len(),
+        ..Default::default()
+    };
     for chunk in rows.chunks(args.chunk_rows as usize) {
         for (line, result) in predict_chunk(&state, chunk).await {
             let record = match result {
@@ -161,17 +200,26 @@ pub async fn run(args: BatchArgs) -> Result<Summary, BatchError> {
 /// row by row so each row gets its own answer.
 async fn predict_chunk(state: &ServerState, chunk: &[Row]) -> Vec<(usize, Result<Value, String>)> {
     let model = state.models().next().expect("one model").clone();
-    let good: Vec<&Map<String, Value>> = chunk.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
+    let good: Vec<&Map<String, Value>> =
+        chunk.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
     if good.len() == chunk.len() {
-        if let Ok(values) = predict_rows(state, &model, &good, &|i| format!("line {}", chunk[i].0)).await {
-            return chunk.iter().map(|(line, _)| *line).zip(values.into_iter().map(Ok)).collect();
+        if let Ok(values) =
+            predict_rows(state, &model, &good, &|i| format!("line {}", chunk[i].0)).await
+        {
+            return chunk
+                .iter()
+                .map(|(line, _)| *line)
+                .zip(values.into_iter().map(Ok))
+                .collect();
         }
     }
     let mut answers = Vec::with_capacity(chunk.len());
     for (line, row) in chunk {
         let answer = match row {
             Err(e) => Err(e.clone()),
-            Ok(map) => predict_rows(state, &model, &[map], &|_| "row".to_string()).await.map(|mut v| v.remove(0)),
+            Ok(map) => predict_rows(state, &model, &[map], &|_| "row".to_string())
+                .await
+                .map(|mut v| v.remove(0)),
         };
         answers.push((*line, answer));
     }
@@ -185,8 +233,20 @@ async fn predict_rows(
     names: &dyn Fn(usize) -> String,
 ) -> Result<Vec<Value>, String> {
     let input = rows_to_input(model, rows, names).map_err(|e| e.to_string())?;
-    let request = InferRequest { model: model.name.clone(), version: None, id: None, inputs: vec![input], outputs: vec![] };
-    let response = state.infer(request, Protocol::Batch).await.map_err(|e| e.to_string())?;
+    let request = InferRequest {
+        model: model.name.clone(),
+        version: None,
+        id: None,
+        inputs: vec![input],
+        outputs: vec![],
+    };
+    let response = state
+        .infer(request, Protocol::Batch)
+        .await
+        .map_err(|e| e.to_string())?;
     let predicted = predictions(model, &response.outputs, rows.len()).map_err(|e| e.to_string())?;
-    Ok(predicted.into_iter().map(|p| serde_json::to_value(p).expect("serializable")).collect())
+    Ok(predicted
+        .into_iter()
+        .map(|p| serde_json::to_value(p).expect("serializable"))
+        .collect())
 }

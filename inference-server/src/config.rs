@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::backend::BatchConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "inference-server", version, about = "Mooring inference server: Open Inference Protocol over REST and gRPC")]
+#[command(
+    name = "inference-server",
+    version,
+    about = "Mooring inference server: Open Inference Protocol over REST and gRPC"
+)]
 pub struct Cli {
     /// Log format: `json` for clusters, `pretty` for terminals.
     #[arg(long, env = "MOORING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
@@ -39,7 +43,11 @@ pub struct ModelSource {
     #[arg(long, env = "MOORING_REGISTRY")]
     pub registry: String,
     /// Where fetched model versions are cached.
-    #[arg(long, env = "MOORING_CACHE_DIR", default_value = ".cache/mooring-models")]
+    #[arg(
+        long,
+        env = "MOORING_CACHE_DIR",
+        default_value = ".cache/mooring-models"
+    )]
     pub cache_dir: PathBuf,
     /// Bearer token for an MLflow registry.
     #[arg(long, env = "MOORING_REGISTRY_TOKEN", hide_env_values = true)]
@@ -81,7 +89,12 @@ pub struct ServeArgs {
     pub source: ModelSource,
     /// Model to serve as `name@alias` or `name@version`; repeat for several. The first is
     /// the default of `/api/v1/classify`.
-    #[arg(long = "model", env = "MOORING_MODELS", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "model",
+        env = "MOORING_MODELS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub models: Vec<String>,
     /// Address to listen on (0.0.0.0 in containers; 127.0.0.1 for local runs).
     #[arg(long, env = "MOORING_HOST", default_value = "0.0.0.0")]
@@ -140,16 +153,30 @@ mod tests {
             "iris-classifier@2",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command else { panic!("serve expected") };
-        assert_eq!(args.models, ["iris-classifier@production", "iris-classifier@2"]);
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(
+            args.models,
+            ["iris-classifier@production", "iris-classifier@2"]
+        );
         assert_eq!((args.http_port, args.grpc_port), (8080, 8081));
         assert_eq!(args.batching.config().max_batch_size, 32);
     }
 
     #[test]
     fn a_zero_batch_size_is_refused() {
-        let err = Cli::try_parse_from(["inference-server", "serve", "--registry", "m", "--model", "a@1", "--max-batch-size", "0"])
-            .unwrap_err();
+        let err = Cli::try_parse_from([
+            "inference-server",
+            "serve",
+            "--registry",
+            "m",
+            "--model",
+            "a@1",
+            "--max-batch-size",
+            "0",
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("--max-batch-size"), "{err}");
     }
 }

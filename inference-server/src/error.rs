@@ -17,7 +17,11 @@ pub enum ServerError {
     #[error("model {0:?} is not served here")]
     ModelNotFound(String),
     #[error("model {name:?} has no version {version:?} here (serving version {serving})")]
-    VersionNotFound { name: String, version: String, serving: String },
+    VersionNotFound {
+        name: String,
+        version: String,
+        serving: String,
+    },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("model {0:?} is overloaded: its request queue is full, retry later")]
@@ -50,7 +54,9 @@ impl ServerError {
     pub fn http_status(&self) -> StatusCode {
         match self {
             ServerError::InvalidInput(_) => StatusCode::BAD_REQUEST,
-            ServerError::ModelNotFound(_) | ServerError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
+            ServerError::ModelNotFound(_) | ServerError::VersionNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             ServerError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ServerError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             ServerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -61,8 +67,12 @@ impl ServerError {
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
             ServerError::InvalidInput(_) => tonic::Code::InvalidArgument,
-            ServerError::ModelNotFound(_) | ServerError::VersionNotFound { .. } => tonic::Code::NotFound,
-            ServerError::PayloadTooLarge { .. } | ServerError::Overloaded(_) => tonic::Code::ResourceExhausted,
+            ServerError::ModelNotFound(_) | ServerError::VersionNotFound { .. } => {
+                tonic::Code::NotFound
+            }
+            ServerError::PayloadTooLarge { .. } | ServerError::Overloaded(_) => {
+                tonic::Code::ResourceExhausted
+            }
             ServerError::Unavailable(_) => tonic::Code::Unavailable,
             ServerError::Execution(_) => tonic::Code::Internal,
         }
@@ -71,7 +81,11 @@ impl ServerError {
 
 impl IntoResponse for ServerError {
     fn into_response(self) -> Response {
-        (self.http_status(), Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+        (
+            self.http_status(),
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
     }
 }
 

@@ -27,8 +27,11 @@ pub use state::{InferenceObserver, InferenceRecord, Protocol, ServerState};
 
 /// Sets up `tracing`: JSON lines in clusters, human-readable locally; `RUST_LOG` filters.
 pub fn init_logging(format: config::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         config::LogFormat::Json => builder.json().try_init(),
         config::LogFormat::Pretty => builder.try_init(),

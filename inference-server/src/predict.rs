@@ -24,7 +24,11 @@ pub struct Prediction {
 
 /// Builds the input tensor from rows of named features. `row_names` label rows in errors
 /// (e.g. "row 3" or "line 7").
-pub fn rows_to_input(model: &LoadedModel, rows: &[&Map<String, Value>], row_names: &dyn Fn(usize) -> String) -> Result<Tensor> {
+pub fn rows_to_input(
+    model: &LoadedModel,
+    rows: &[&Map<String, Value>],
+    row_names: &dyn Fn(usize) -> String,
+) -> Result<Tensor> {
     let sig = &model.signature;
     let invalid = |m: String| Err(ServerError::InvalidInput(m));
     if sig.feature_names.is_empty() {
@@ -36,10 +40,15 @@ pub fn rows_to_input(model: &LoadedModel, rows: &[&Map<String, Value>], row_name
     let spec = &sig.inputs[0];
     let datatype = DataType::parse(&spec.datatype)?;
     if !matches!(datatype, DataType::F32 | DataType::F64) {
-        return invalid(format!("named features need a floating-point input; model {:?} takes {}", model.name, spec.datatype));
+        return invalid(format!(
+            "named features need a floating-point input; model {:?} takes {}",
+            model.name, spec.datatype
+        ));
     }
     if rows.is_empty() {
-        return invalid("no rows to predict: send an object of features or a non-empty list of them".into());
+        return invalid(
+            "no rows to predict: send an object of features or a non-empty list of them".into(),
+        );
     }
     let mut values = Vec::with_capacity(rows.len() * sig.feature_names.len());
     for (i, row) in rows.iter().enumerate() {
@@ -51,12 +60,20 @@ pub fn rows_to_input(model: &LoadedModel, rows: &[&Map<String, Value>], row_name
             ));
         }
         for feature in &sig.feature_names {
-            let value = row.get(feature).ok_or_else(|| ServerError::InvalidInput(format!("{}: missing feature {feature:?}", row_names(i))))?;
+            let value = row.get(feature).ok_or_else(|| {
+                ServerError::InvalidInput(format!("{}: missing feature {feature:?}", row_names(i)))
+            })?;
             let number = value.as_f64().ok_or_else(|| {
-                ServerError::InvalidInput(format!("{}: feature {feature:?} must be a number, got {value}", row_names(i)))
+                ServerError::InvalidInput(format!(
+                    "{}: feature {feature:?} must be a number, got {value}",
+                    row_names(i)
+                ))
             })?;
             if !number.is_finite() && !sig.allow_nan {
-                return invalid(format!("{}: feature {feature:?} is not finite", row_names(i)));
+                return invalid(format!(
+                    "{}: feature {feature:?} is not finite",
+                    row_names(i)
+                ));
             }
             values.push(number);
         }
@@ -65,11 +82,19 @@ pub fn rows_to_input(model: &LoadedModel, rows: &[&Map<String, Value>], row_name
         DataType::F32 => TensorData::F32(values.iter().map(|&v| v as f32).collect()),
         _ => TensorData::F64(values),
     };
-    Ok(Tensor { name: spec.name.clone(), shape: vec![rows.len() as i64, sig.feature_names.len() as i64], data })
+    Ok(Tensor {
+        name: spec.name.clone(),
+        shape: vec![rows.len() as i64, sig.feature_names.len() as i64],
+        data,
+    })
 }
 
 /// Turns the model's outputs into one prediction per row.
-pub fn predictions(model: &LoadedModel, outputs: &[Tensor], rows: usize) -> Result<Vec<Prediction>> {
+pub fn predictions(
+    model: &LoadedModel,
+    outputs: &[Tensor],
+    rows: usize,
+) -> Result<Vec<Prediction>> {
     let sig = &model.signature;
     let missing = || {
         ServerError::Execution(format!(
@@ -78,28 +103,50 @@ pub fn predictions(model: &LoadedModel, outputs: &[Tensor], rows: usize) -> Resu
         ))
     };
     let name = sig.probabilities_output.as_ref().ok_or_else(missing)?;
-    let probs = outputs.iter().find(|o| &o.name == name).ok_or_else(missing)?;
+    let probs = outputs
+        .iter()
+        .find(|o| &o.name == name)
+        .ok_or_else(missing)?;
     let probs: Vec<f64> = match &probs.data {
         TensorData::F32(v) => v.iter().map(|&p| p as f64).collect(),
         TensorData::F64(v) => v.clone(),
-        _ => return Err(ServerError::Execution(format!("output {name:?} is not floating point"))),
+        _ => {
+            return Err(ServerError::Execution(format!(
+                "output {name:?} is not floating point"
+            )));
+        }
     };
     if rows == 0 || probs.len() % rows != 0 {
-        return Err(ServerError::Execution(format!("output {name:?} holds {} values for {rows} rows", probs.len())));
+        return Err(ServerError::Execution(format!(
+            "output {name:?} holds {} values for {rows} rows",
+            probs.len()
+        )));
     }
     let classes = probs.len() / rows;
-    let all_classes: Vec<String> =
-        (0..classes).map(|i| sig.class_labels.get(i).cloned().unwrap_or_else(|| i.to_string())).collect();
+    let all_classes: Vec<String> = (0..classes)
+        .map(|i| {
+            sig.class_labels
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| i.to_string())
+        })
+        .collect();
     Ok(probs
         .chunks(classes)
         .map(|row| {
             // First maximum wins, matching argmax in scikit-learn and numpy.
-            let (index, confidence) =
-                row.iter().enumerate().fold((0, f64::MIN), |best, (i, &p)| if p > best.1 { (i, p) } else { best });
+            let (index, confidence) = row.iter().enumerate().fold(
+                (0, f64::MIN),
+                |best, (i, &p)| if p > best.1 { (i, p) } else { best },
+            );
             Prediction {
                 predicted_class: all_classes[index].clone(),
                 predicted_class_index: index,
-                probabilities: all_classes.iter().cloned().zip(row.iter().map(|&p| Value::from(p))).collect(),
+                probabilities: all_classes
+                    .iter()
+                    .cloned()
+                    .zip(row.iter().map(|&p| Value::from(p)))
+                    .collect(),
                 confidence,
                 all_classes: all_classes.clone(),
                 model_name: model.name.clone(),

@@ -23,11 +23,20 @@ pub enum ServeError {
     #[error(transparent)]
     Registry(#[from] mooring_registry::Error),
     #[error("cannot load model {model}: {source}")]
-    Load { model: String, source: crate::error::ServerError },
+    Load {
+        model: String,
+        source: crate::error::ServerError,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{server} server failed: {message}")]
-    Server { server: &'static str, message: String },
+    Server {
+        server: &'static str,
+        message: String,
+    },
 }
 
 /// Routes other parts of the process add to the servers (chat, for instance).
@@ -61,10 +70,19 @@ pub async fn load_model(
     let (config, m) = (batching.clone(), metrics.clone());
     let loaded = tokio::task::spawn_blocking(move || LoadedModel::load_onnx(&fetched, &config, &m))
         .await
-        .map_err(|e| ServeError::Load { model: reference.into(), source: crate::error::ServerError::Execution(e.to_string()) })?
-        .map_err(|source| ServeError::Load { model: reference.into(), source })?;
+        .map_err(|e| ServeError::Load {
+            model: reference.into(),
+            source: crate::error::ServerError::Execution(e.to_string()),
+        })?
+        .map_err(|source| ServeError::Load {
+            model: reference.into(),
+            source,
+        })?;
     let took = started.elapsed();
-    metrics.model_load_seconds.with_label_values(&[&loaded.name, &loaded.version]).set(took.as_secs_f64());
+    metrics
+        .model_load_seconds
+        .with_label_values(&[&loaded.name, &loaded.version])
+        .set(took.as_secs_f64());
     tracing::info!(model = %loaded.name, version = %loaded.version, digest = %loaded.digest, seconds = took.as_secs_f64(), "model loaded");
     Ok(loaded)
 }
@@ -76,16 +94,33 @@ pub async fn load_state(args: &ServeArgs) -> Result<ServerState, ServeError> {
     let batching = args.batching.config();
     let mut models = Vec::new();
     for reference in &args.models {
-        models.push(load_model(registry.as_ref(), reference, &args.source.cache_dir, &batching, &metrics).await?);
+        models.push(
+            load_model(
+                registry.as_ref(),
+                reference,
+                &args.source.cache_dir,
+                &batching,
+                &metrics,
+            )
+            .await?,
+        );
     }
     Ok(ServerState::new(models, metrics, args.max_body_bytes))
 }
 
 /// Binds both listeners (port 0 picks a free port).
-pub async fn bind(host: &str, http_port: u16, grpc_port: u16) -> Result<(TcpListener, TcpListener), ServeError> {
+pub async fn bind(
+    host: &str,
+    http_port: u16,
+    grpc_port: u16,
+) -> Result<(TcpListener, TcpListener), ServeError> {
     let listen = |port: u16| {
         let addr = format!("{host}:{port}");
-        async move { TcpListener::bind(&addr).await.map_err(|source| ServeError::Bind { addr, source }) }
+        async move {
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        }
     };
     Ok((listen(http_port).await?, listen(grpc_port).await?))
 }
@@ -122,11 +157,20 @@ pub async fn run(
     routes.add_service(InferenceService::server(state.clone()));
     let grpc_server = tonic::transport::Server::builder()
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc), stopped(stop_rx));
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc),
+            stopped(stop_rx),
+        );
 
     let (h, g) = tokio::join!(async { http_server.await }, grpc_server);
-    h.map_err(|e| ServeError::Server { server: "REST", message: e.to_string() })?;
-    g.map_err(|e| ServeError::Server { server: "gRPC", message: e.to_string() })?;
+    h.map_err(|e| ServeError::Server {
+        server: "REST",
+        message: e.to_string(),
+    })?;
+    g.map_err(|e| ServeError::Server {
+        server: "gRPC",
+        message: e.to_string(),
+    })?;
     tracing::info!("servers stopped");
     Ok(())
 }
@@ -163,10 +207,22 @@ pub async fn shutdown_signal() {
 pub async fn serve(args: ServeArgs, extras: Extras) -> Result<(), ServeError> {
     let state = Arc::new(load_state(&args).await?);
     let (http, grpc) = bind(&args.host, args.http_port, args.grpc_port).await?;
-    let addr = |l: &TcpListener| l.local_addr().map(|a: SocketAddr| a.to_string()).unwrap_or_default();
-    let models: Vec<String> = state.models().map(|m| format!("{}@{}", m.name, m.version)).collect();
+    let addr = |l: &TcpListener| {
+        l.local_addr()
+            .map(|a: SocketAddr| a.to_string())
+            .unwrap_or_default()
+    };
+    let models: Vec<String> = state
+        .models()
+        .map(|m| format!("{}@{}", m.name, m.version))
+        .collect();
     tracing::info!(rest = %addr(&http), grpc = %addr(&grpc), models = ?models, "listening");
     // Also on stdout, so `make run` shows where to point curl even with JSON logs.
-    println!("inference-server: REST on http://{} , gRPC on {} , serving {}", addr(&http), addr(&grpc), models.join(", "));
+    println!(
+        "inference-server: REST on http://{} , gRPC on {} , serving {}",
+        addr(&http),
+        addr(&grpc),
+        models.join(", ")
+    );
     run(state, http, grpc, extras, shutdown_signal()).await
 }

@@ -66,12 +66,24 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// Starts the ONNX Runtime workers for a fetched (digest-verified) model version.
-    pub fn load_onnx(fetched: &FetchedModel, config: &BatchConfig, metrics: &Metrics) -> Result<Self> {
+    pub fn load_onnx(
+        fetched: &FetchedModel,
+        config: &BatchConfig,
+        metrics: &Metrics,
+    ) -> Result<Self> {
         let path = fetched.model_path();
         let signature = fetched.signature.clone();
         let sig = signature.clone();
         let make = move || OrtBackend::load(&path, &sig).map(|b| Box::new(b) as Box<dyn Backend>);
-        Self::with_backend(&fetched.version.name, &fetched.version.version, &fetched.digest, signature, make, config, metrics)
+        Self::with_backend(
+            &fetched.version.name,
+            &fetched.version.version,
+            &fetched.digest,
+            signature,
+            make,
+            config,
+            metrics,
+        )
     }
 
     /// Starts workers around any backend (tests use small fakes).
@@ -93,7 +105,8 @@ impl LoadedModel {
             execution.observe(took.as_secs_f64());
             batch_size.observe(rows as f64);
         });
-        let handle = ModelHandle::spawn(name, make_backend, signature.has_batch_dim(), config, hook)?;
+        let handle =
+            ModelHandle::spawn(name, make_backend, signature.has_batch_dim(), config, hook)?;
         Ok(Self {
             name: name.to_string(),
             version: version.to_string(),
@@ -138,7 +151,10 @@ impl ServerState {
     /// The first model is the default one of `/api/v1/classify`.
     pub fn new(models: Vec<LoadedModel>, metrics: Metrics, max_body_bytes: usize) -> Self {
         let default_model = models.first().map(|m| m.name.clone());
-        let models = models.into_iter().map(|m| (m.name.clone(), Arc::new(m))).collect();
+        let models = models
+            .into_iter()
+            .map(|m| (m.name.clone(), Arc::new(m)))
+            .collect();
         Self {
             models,
             default_model,
@@ -176,7 +192,10 @@ impl ServerState {
 
     /// The model named `name`, checking `version` when one is given.
     pub fn model(&self, name: &str, version: Option<&str>) -> Result<&Arc<LoadedModel>> {
-        let model = self.models.get(name).ok_or_else(|| ServerError::ModelNotFound(name.to_string()))?;
+        let model = self
+            .models
+            .get(name)
+            .ok_or_else(|| ServerError::ModelNotFound(name.to_string()))?;
         match version {
             Some(v) if !v.is_empty() && v != model.version => Err(ServerError::VersionNotFound {
                 name: name.to_string(),
@@ -198,7 +217,10 @@ impl ServerState {
         let result = self.infer_inner(request, protocol).await;
         self.metrics.in_flight.dec();
         let outcome = result.as_ref().map_or_else(ServerError::reason, |_| "ok");
-        self.metrics.requests.with_label_values(&[&label_model, &label_version, protocol.as_str(), outcome]).inc();
+        self.metrics
+            .requests
+            .with_label_values(&[&label_model, &label_version, protocol.as_str(), outcome])
+            .inc();
         self.metrics
             .request_seconds
             .with_label_values(&[&label_model, protocol.as_str()])
@@ -206,12 +228,20 @@ impl ServerState {
         result
     }
 
-    async fn infer_inner(&self, request: InferRequest, protocol: Protocol) -> Result<InferResponse> {
-        let model = self.model(&request.model, request.version.as_deref())?.clone();
+    async fn infer_inner(
+        &self,
+        request: InferRequest,
+        protocol: Protocol,
+    ) -> Result<InferResponse> {
+        let model = self
+            .model(&request.model, request.version.as_deref())?
+            .clone();
         validate_outputs(&model.signature, &request.outputs)?;
         let inputs = validate_inputs(&model.signature, request.inputs)?;
         let id = request.id.filter(|s| !s.is_empty());
-        let request_id = id.clone().unwrap_or_else(|| self.next_id.fetch_add(1, Ordering::Relaxed).to_string());
+        let request_id = id
+            .clone()
+            .unwrap_or_else(|| self.next_id.fetch_add(1, Ordering::Relaxed).to_string());
         // Only keep a copy of the inputs when someone will look at them.
         let kept_inputs = self.observer.as_ref().map(|_| Arc::new(inputs.clone()));
         let mut outputs = model.handle.infer(inputs).await?;
@@ -228,6 +258,11 @@ impl ServerState {
         if !request.outputs.is_empty() {
             outputs.retain(|o| request.outputs.contains(&o.name));
         }
-        Ok(InferResponse { model_name: model.name.clone(), model_version: model.version.clone(), id: id.unwrap_or_default(), outputs })
+        Ok(InferResponse {
+            model_name: model.name.clone(),
+            model_version: model.version.clone(),
+            id: id.unwrap_or_default(),
+            outputs,
+        })
     }
 }

@@ -10,12 +10,23 @@ pub enum TensorError {
     #[error("datatype {0:?} is not supported (supported: {SUPPORTED})")]
     UnsupportedDatatype(String),
     #[error("{field}: element {index} is {found}, expected {expected}")]
-    BadElement { field: String, index: usize, found: String, expected: &'static str },
+    BadElement {
+        field: String,
+        index: usize,
+        found: String,
+        expected: &'static str,
+    },
     #[error("{field}: {len} raw bytes is not a whole number of {size}-byte {datatype} values")]
-    RawLength { field: String, len: usize, size: usize, datatype: &'static str },
+    RawLength {
+        field: String,
+        len: usize,
+        size: usize,
+        datatype: &'static str,
+    },
 }
 
-const SUPPORTED: &str = "BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP32, FP64";
+const SUPPORTED: &str =
+    "BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP32, FP64";
 
 /// An element type of the Open Inference Protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -210,7 +221,9 @@ impl TensorData {
                     flat.iter()
                         .enumerate()
                         .map(|(i, x)| {
-                            x.$get().and_then(|n| <$t>::try_from(n).ok()).ok_or_else(|| bad(i, x, $expected))
+                            x.$get()
+                                .and_then(|n| <$t>::try_from(n).ok())
+                                .ok_or_else(|| bad(i, x, $expected))
                         })
                         .collect::<Result<_, _>>()?,
                 )
@@ -218,7 +231,10 @@ impl TensorData {
         }
         Ok(match datatype {
             DataType::Bool => TensorData::Bool(
-                flat.iter().enumerate().map(|(i, x)| x.as_bool().ok_or_else(|| bad(i, x, "a boolean"))).collect::<Result<_, _>>()?,
+                flat.iter()
+                    .enumerate()
+                    .map(|(i, x)| x.as_bool().ok_or_else(|| bad(i, x, "a boolean")))
+                    .collect::<Result<_, _>>()?,
             ),
             DataType::U8 => ints!(U8, u8, as_u64, "an integer in 0..=255"),
             DataType::U16 => ints!(U16, u16, as_u64, "an integer in 0..=65535"),
@@ -231,17 +247,28 @@ impl TensorData {
             DataType::F32 => TensorData::F32(
                 flat.iter()
                     .enumerate()
-                    .map(|(i, x)| x.as_f64().map(|f| f as f32).ok_or_else(|| bad(i, x, "a number")))
+                    .map(|(i, x)| {
+                        x.as_f64()
+                            .map(|f| f as f32)
+                            .ok_or_else(|| bad(i, x, "a number"))
+                    })
                     .collect::<Result<_, _>>()?,
             ),
             DataType::F64 => TensorData::F64(
-                flat.iter().enumerate().map(|(i, x)| x.as_f64().ok_or_else(|| bad(i, x, "a number"))).collect::<Result<_, _>>()?,
+                flat.iter()
+                    .enumerate()
+                    .map(|(i, x)| x.as_f64().ok_or_else(|| bad(i, x, "a number")))
+                    .collect::<Result<_, _>>()?,
             ),
         })
     }
 
     /// Reads little-endian raw bytes (gRPC `raw_input_contents`, the HTTP binary extension).
-    pub fn from_le_bytes(datatype: DataType, bytes: &[u8], field: &str) -> Result<Self, TensorError> {
+    pub fn from_le_bytes(
+        datatype: DataType,
+        bytes: &[u8],
+        field: &str,
+    ) -> Result<Self, TensorError> {
         let size = datatype.byte_size();
         if bytes.len() % size != 0 {
             return Err(TensorError::RawLength {
@@ -254,7 +281,10 @@ impl TensorData {
         macro_rules! le {
             ($variant:ident, $t:ty) => {
                 TensorData::$variant(
-                    bytes.chunks_exact(size).map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk size"))).collect(),
+                    bytes
+                        .chunks_exact(size)
+                        .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk size")))
+                        .collect(),
                 )
             };
         }
@@ -322,7 +352,11 @@ impl Tensor {
 
     /// Elements per row (the product of every dimension after the first).
     pub fn row_len(&self) -> usize {
-        self.shape.iter().skip(1).map(|&d| d.max(0) as usize).product()
+        self.shape
+            .iter()
+            .skip(1)
+            .map(|&d| d.max(0) as usize)
+            .product()
     }
 
     /// The first dimension: the number of rows in a batch.
@@ -346,12 +380,19 @@ mod tests {
 
     #[test]
     fn json_elements_of_the_wrong_kind_are_named() {
-        let err = TensorData::from_json(DataType::F32, &json!([1, "two"]), "input 'x'").unwrap_err();
-        assert_eq!(err.to_string(), "input 'x': element 1 is the string \"two\", expected a number");
+        let err =
+            TensorData::from_json(DataType::F32, &json!([1, "two"]), "input 'x'").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "input 'x': element 1 is the string \"two\", expected a number"
+        );
         let err = TensorData::from_json(DataType::U8, &json!([1, 256]), "y").unwrap_err();
         assert!(err.to_string().contains("element 1 is 256"), "{err}");
         let err = TensorData::from_json(DataType::I64, &json!([1.5]), "z").unwrap_err();
-        assert!(err.to_string().contains("expected a 64-bit integer"), "{err}");
+        assert!(
+            err.to_string().contains("expected a 64-bit integer"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -359,17 +400,28 @@ mod tests {
         let data = TensorData::F32(vec![1.0, -2.5]);
         let bytes = data.to_le_bytes();
         assert_eq!(&bytes[..4], &1.0f32.to_le_bytes());
-        assert_eq!(TensorData::from_le_bytes(DataType::F32, &bytes, "x").unwrap(), data);
+        assert_eq!(
+            TensorData::from_le_bytes(DataType::F32, &bytes, "x").unwrap(),
+            data
+        );
         let ints = TensorData::I64(vec![7, -1]);
-        assert_eq!(TensorData::from_le_bytes(DataType::I64, &ints.to_le_bytes(), "x").unwrap(), ints);
-        let err = TensorData::from_le_bytes(DataType::F32, &[0, 0, 0], "raw_input_contents[0]").unwrap_err();
+        assert_eq!(
+            TensorData::from_le_bytes(DataType::I64, &ints.to_le_bytes(), "x").unwrap(),
+            ints
+        );
+        let err = TensorData::from_le_bytes(DataType::F32, &[0, 0, 0], "raw_input_contents[0]")
+            .unwrap_err();
         assert!(err.to_string().contains("3 raw bytes"), "{err}");
     }
 
     #[test]
     fn unsupported_datatypes_are_refused_by_name() {
         let err = DataType::parse("BYTES").unwrap_err();
-        assert!(err.to_string().starts_with("datatype \"BYTES\" is not supported"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("datatype \"BYTES\" is not supported"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,11 +11,21 @@ use crate::tensor::Tensor;
 /// backend and the batcher rely on).
 pub fn validate_inputs(sig: &Signature, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
     let invalid = |m: String| Err(ServerError::InvalidInput(m));
-    let expected = || sig.inputs.iter().map(|t| format!("{:?}", t.name)).collect::<Vec<_>>().join(", ");
+    let expected = || {
+        sig.inputs
+            .iter()
+            .map(|t| format!("{:?}", t.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut slots: Vec<Option<Tensor>> = vec![None; sig.inputs.len()];
     for tensor in inputs {
         let Some(index) = sig.inputs.iter().position(|s| s.name == tensor.name) else {
-            return invalid(format!("unexpected input {:?}: the model's inputs are {}", tensor.name, expected()));
+            return invalid(format!(
+                "unexpected input {:?}: the model's inputs are {}",
+                tensor.name,
+                expected()
+            ));
         };
         if slots[index].is_some() {
             return invalid(format!("input {:?} is given twice", tensor.name));
@@ -27,7 +37,13 @@ pub fn validate_inputs(sig: &Signature, inputs: Vec<Tensor>) -> Result<Vec<Tenso
     for (slot, spec) in slots.into_iter().zip(&sig.inputs) {
         match slot {
             Some(t) => ordered.push(t),
-            None => return invalid(format!("missing input {:?}: the model's inputs are {}", spec.name, expected())),
+            None => {
+                return invalid(format!(
+                    "missing input {:?}: the model's inputs are {}",
+                    spec.name,
+                    expected()
+                ));
+            }
         }
     }
     // Every input of one request must agree on the batch size, or rows would be mismatched.
@@ -38,28 +54,53 @@ pub fn validate_inputs(sig: &Signature, inputs: Vec<Tensor>) -> Result<Vec<Tenso
 }
 
 fn check_tensor(spec: &TensorSpec, t: &Tensor, allow_nan: bool) -> Result<()> {
-    let invalid = |m: String| Err(ServerError::InvalidInput(format!("input {:?}: {m}", t.name)));
+    let invalid = |m: String| {
+        Err(ServerError::InvalidInput(format!(
+            "input {:?}: {m}",
+            t.name
+        )))
+    };
     if t.datatype().as_str() != spec.datatype {
-        return invalid(format!("datatype {} does not match the model's {}", t.datatype().as_str(), spec.datatype));
+        return invalid(format!(
+            "datatype {} does not match the model's {}",
+            t.datatype().as_str(),
+            spec.datatype
+        ));
     }
     if let Some(d) = t.shape.iter().find(|&&d| d < 0) {
         return invalid(format!("shape {:?} has a negative dimension {d}", t.shape));
     }
-    let fits = t.shape.len() == spec.shape.len() && t.shape.iter().zip(&spec.shape).all(|(&got, &want)| want == -1 || got == want);
+    let fits = t.shape.len() == spec.shape.len()
+        && t.shape
+            .iter()
+            .zip(&spec.shape)
+            .all(|(&got, &want)| want == -1 || got == want);
     if !fits {
-        return invalid(format!("shape {:?} does not match the model's shape {:?} (-1 is any size)", t.shape, spec.shape));
+        return invalid(format!(
+            "shape {:?} does not match the model's shape {:?} (-1 is any size)",
+            t.shape, spec.shape
+        ));
     }
-    let elements = t.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
+    let elements = t
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
     if elements != Some(t.data.len()) {
         let want = elements.map_or("more than usize::MAX".to_string(), |n| n.to_string());
-        return invalid(format!("shape {:?} needs {want} values but the data holds {}", t.shape, t.data.len()));
+        return invalid(format!(
+            "shape {:?} needs {want} values but the data holds {}",
+            t.shape,
+            t.data.len()
+        ));
     }
     if t.data.is_empty() {
         return invalid(format!("shape {:?} holds no values", t.shape));
     }
     if !allow_nan {
         if let Some(i) = t.data.first_non_finite() {
-            return invalid(format!("element {i} is NaN or infinite, which this model does not accept"));
+            return invalid(format!(
+                "element {i} is NaN or infinite, which this model does not accept"
+            ));
         }
     }
     Ok(())
@@ -69,8 +110,15 @@ fn check_tensor(spec: &TensorSpec, t: &Tensor, allow_nan: bool) -> Result<()> {
 pub fn validate_outputs(sig: &Signature, requested: &[String]) -> Result<()> {
     for name in requested {
         if !sig.outputs.iter().any(|o| &o.name == name) {
-            let known = sig.outputs.iter().map(|o| format!("{:?}", o.name)).collect::<Vec<_>>().join(", ");
-            return Err(ServerError::InvalidInput(format!("unknown output {name:?} requested: the model's outputs are {known}")));
+            let known = sig
+                .outputs
+                .iter()
+                .map(|o| format!("{:?}", o.name))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ServerError::InvalidInput(format!(
+                "unknown output {name:?} requested: the model's outputs are {known}"
+            )));
         }
     }
     Ok(())
@@ -94,7 +142,11 @@ pub(crate) mod tests {
     }
 
     fn input(shape: Vec<i64>, data: TensorData) -> Tensor {
-        Tensor { name: "input".into(), shape, data }
+        Tensor {
+            name: "input".into(),
+            shape,
+            data,
+        }
     }
 
     fn message(r: Result<Vec<Tensor>>) -> String {
@@ -104,7 +156,10 @@ pub(crate) mod tests {
     #[test]
     fn a_well_formed_input_passes() {
         let t = input(vec![2, 4], TensorData::F32(vec![1.0; 8]));
-        assert_eq!(validate_inputs(&iris_signature(), vec![t.clone()]).unwrap(), vec![t]);
+        assert_eq!(
+            validate_inputs(&iris_signature(), vec![t.clone()]).unwrap(),
+            vec![t]
+        );
     }
 
     #[test]
@@ -112,22 +167,59 @@ pub(crate) mod tests {
         let sig = iris_signature();
         let m = message(validate_inputs(&sig, vec![]));
         assert!(m.contains("missing input \"input\""), "{m}");
-        let extra = Tensor { name: "other".into(), shape: vec![1], data: TensorData::F32(vec![1.0]) };
-        let m = message(validate_inputs(&sig, vec![input(vec![1, 4], TensorData::F32(vec![1.0; 4])), extra]));
+        let extra = Tensor {
+            name: "other".into(),
+            shape: vec![1],
+            data: TensorData::F32(vec![1.0]),
+        };
+        let m = message(validate_inputs(
+            &sig,
+            vec![input(vec![1, 4], TensorData::F32(vec![1.0; 4])), extra],
+        ));
         assert!(m.contains("unexpected input \"other\""), "{m}");
-        let m = message(validate_inputs(&sig, vec![input(vec![1, 4], TensorData::F64(vec![1.0; 4]))]));
-        assert!(m.contains("datatype FP64 does not match the model's FP32"), "{m}");
-        let m = message(validate_inputs(&sig, vec![input(vec![2, 4], TensorData::F32(vec![1.0; 7]))]));
+        let m = message(validate_inputs(
+            &sig,
+            vec![input(vec![1, 4], TensorData::F64(vec![1.0; 4]))],
+        ));
+        assert!(
+            m.contains("datatype FP64 does not match the model's FP32"),
+            "{m}"
+        );
+        let m = message(validate_inputs(
+            &sig,
+            vec![input(vec![2, 4], TensorData::F32(vec![1.0; 7]))],
+        ));
         assert!(m.contains("needs 8 values but the data holds 7"), "{m}");
-        let m = message(validate_inputs(&sig, vec![input(vec![1, 5], TensorData::F32(vec![1.0; 5]))]));
-        assert!(m.contains("does not match the model's shape [-1, 4]"), "{m}");
-        let m = message(validate_inputs(&sig, vec![input(vec![4], TensorData::F32(vec![1.0; 4]))]));
+        let m = message(validate_inputs(
+            &sig,
+            vec![input(vec![1, 5], TensorData::F32(vec![1.0; 5]))],
+        ));
+        assert!(
+            m.contains("does not match the model's shape [-1, 4]"),
+            "{m}"
+        );
+        let m = message(validate_inputs(
+            &sig,
+            vec![input(vec![4], TensorData::F32(vec![1.0; 4]))],
+        ));
         assert!(m.contains("does not match the model's shape"), "{m}");
-        let m = message(validate_inputs(&sig, vec![input(vec![1, 4], TensorData::F32(vec![1.0, f32::NAN, 0.0, 0.0]))]));
+        let m = message(validate_inputs(
+            &sig,
+            vec![input(
+                vec![1, 4],
+                TensorData::F32(vec![1.0, f32::NAN, 0.0, 0.0]),
+            )],
+        ));
         assert!(m.contains("element 1 is NaN or infinite"), "{m}");
-        let m = message(validate_inputs(&sig, vec![input(vec![0, 4], TensorData::F32(vec![]))]));
+        let m = message(validate_inputs(
+            &sig,
+            vec![input(vec![0, 4], TensorData::F32(vec![]))],
+        ));
         assert!(m.contains("holds no values"), "{m}");
-        let m = message(validate_inputs(&sig, vec![input(vec![-2, 4], TensorData::F32(vec![1.0; 8]))]));
+        let m = message(validate_inputs(
+            &sig,
+            vec![input(vec![-2, 4], TensorData::F32(vec![1.0; 8]))],
+        ));
         assert!(m.contains("negative dimension"), "{m}");
     }
 
@@ -135,7 +227,10 @@ pub(crate) mod tests {
     fn nan_passes_when_the_signature_allows_it() {
         let mut sig = iris_signature();
         sig.allow_nan = true;
-        let t = input(vec![1, 4], TensorData::F32(vec![f32::INFINITY, 0.0, 0.0, 0.0]));
+        let t = input(
+            vec![1, 4],
+            TensorData::F32(vec![f32::INFINITY, 0.0, 0.0, 0.0]),
+        );
         assert!(validate_inputs(&sig, vec![t]).is_ok());
     }
 

@@ -28,7 +28,14 @@ impl Worker {
         max_delay: Duration,
         hook: ExecutionHook,
     ) -> Self {
-        Self { backend, queue, max_rows, max_delay, hook, carried: None }
+        Self {
+            backend,
+            queue,
+            max_rows,
+            max_delay,
+            hook,
+            carried: None,
+        }
     }
 
     pub(crate) fn run(mut self) {
@@ -42,7 +49,10 @@ impl Worker {
     fn next_batch(&mut self) -> Option<Vec<Job>> {
         // The lock is held while gathering so one worker fills one batch; other workers take
         // the queue as soon as this batch is complete.
-        let queue = self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let first = match self.carried.take() {
             Some(job) => job,
             None => queue.recv().ok()?,
@@ -83,7 +93,10 @@ impl Worker {
         let row_counts: Vec<usize> = batch.iter().map(|j| j.rows).collect();
         let total: usize = row_counts.iter().sum();
         let merged = merge_inputs(&batch);
-        let result = self.backend.run(merged).and_then(|outputs| split_outputs(outputs, &row_counts));
+        let result = self
+            .backend
+            .run(merged)
+            .and_then(|outputs| split_outputs(outputs, &row_counts));
         (self.hook)(total, started.elapsed());
         match result {
             Ok(per_job) => {
@@ -104,7 +117,10 @@ impl Worker {
 /// Requests can share a call when every input has the same datatype and the same
 /// dimensions after the batch dimension.
 fn compatible(a: &[Tensor], b: &[Tensor]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.datatype() == y.datatype() && x.shape[1..] == y.shape[1..])
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.datatype() == y.datatype() && x.shape[1..] == y.shape[1..])
 }
 
 fn merge_inputs(batch: &[Job]) -> Vec<Tensor> {
@@ -115,15 +131,25 @@ fn merge_inputs(batch: &[Job]) -> Vec<Tensor> {
             let parts: Vec<&TensorData> = batch.iter().map(|j| &j.inputs[i].data).collect();
             let mut shape = first.shape.clone();
             shape[0] = total as i64;
-            Tensor { name: first.name.clone(), shape, data: TensorData::concat(&parts) }
+            Tensor {
+                name: first.name.clone(),
+                shape,
+                data: TensorData::concat(&parts),
+            }
         })
         .collect()
 }
 
 /// Cuts every output along its first dimension into each request's rows.
-pub(crate) fn split_outputs(outputs: Vec<Tensor>, row_counts: &[usize]) -> Result<Vec<Vec<Tensor>>> {
+pub(crate) fn split_outputs(
+    outputs: Vec<Tensor>,
+    row_counts: &[usize],
+) -> Result<Vec<Vec<Tensor>>> {
     let total: usize = row_counts.iter().sum();
-    let mut per_job: Vec<Vec<Tensor>> = row_counts.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
+    let mut per_job: Vec<Vec<Tensor>> = row_counts
+        .iter()
+        .map(|_| Vec::with_capacity(outputs.len()))
+        .collect();
     for output in outputs {
         if output.shape.first().copied() != Some(total as i64) {
             return Err(ServerError::Execution(format!(
@@ -137,7 +163,11 @@ pub(crate) fn split_outputs(outputs: Vec<Tensor>, row_counts: &[usize]) -> Resul
             let mut shape = output.shape.clone();
             shape[0] = *rows as i64;
             let end = start + rows * row_len;
-            outputs.push(Tensor { name: output.name.clone(), shape, data: output.data.slice(start, end) });
+            outputs.push(Tensor {
+                name: output.name.clone(),
+                shape,
+                data: output.data.slice(start, end),
+            });
             start = end;
         }
     }
@@ -164,22 +194,41 @@ mod tests {
             }
             let x = &inputs[0];
             self.calls.lock().unwrap().push(x.rows());
-            let TensorData::F32(v) = &x.data else { panic!("FP32 expected") };
+            let TensorData::F32(v) = &x.data else {
+                panic!("FP32 expected")
+            };
             let data = TensorData::F32(v.iter().map(|a| a * 2.0).collect());
-            Ok(vec![Tensor { name: "y".into(), shape: x.shape.clone(), data }])
+            Ok(vec![Tensor {
+                name: "y".into(),
+                shape: x.shape.clone(),
+                data,
+            }])
         }
     }
 
     fn rows(values: &[f32]) -> Vec<Tensor> {
-        vec![Tensor { name: "x".into(), shape: vec![(values.len() / 2) as i64, 2], data: TensorData::F32(values.to_vec()) }]
+        vec![Tensor {
+            name: "x".into(),
+            shape: vec![(values.len() / 2) as i64, 2],
+            data: TensorData::F32(values.to_vec()),
+        }]
     }
 
-    fn spawn(config: BatchConfig, calls: Arc<Mutex<Vec<usize>>>, gate: Option<Arc<Mutex<()>>>) -> ModelHandle {
+    fn spawn(
+        config: BatchConfig,
+        calls: Arc<Mutex<Vec<usize>>>,
+        gate: Option<Arc<Mutex<()>>>,
+    ) -> ModelHandle {
         let executed = Arc::new(AtomicUsize::new(0));
         let hook: ExecutionHook = Arc::new(move |_, _| {
             executed.fetch_add(1, Ordering::Relaxed);
         });
-        let make = move || Ok(Box::new(Doubler { calls: calls.clone(), gate: gate.clone() }) as Box<dyn Backend>);
+        let make = move || {
+            Ok(Box::new(Doubler {
+                calls: calls.clone(),
+                gate: gate.clone(),
+            }) as Box<dyn Backend>)
+        };
         ModelHandle::spawn("doubler", make, true, &config, hook).unwrap()
     }
 
@@ -188,9 +237,18 @@ mod tests {
         let calls = Arc::new(Mutex::new(Vec::new()));
         // A long delay and a batch size of exactly the request count: the batch closes when
         // full, so the test does not depend on timing.
-        let config = BatchConfig { max_batch_size: 5, max_queue_delay: Duration::from_secs(30), ..Default::default() };
+        let config = BatchConfig {
+            max_batch_size: 5,
+            max_queue_delay: Duration::from_secs(30),
+            ..Default::default()
+        };
         let handle = spawn(config, calls.clone(), None);
-        let requests = [vec![1.0, 2.0], vec![3.0, 4.0, 5.0, 6.0], vec![7.0, 8.0], vec![9.0, 10.0]];
+        let requests = [
+            vec![1.0, 2.0],
+            vec![3.0, 4.0, 5.0, 6.0],
+            vec![7.0, 8.0],
+            vec![9.0, 10.0],
+        ];
         let answers =
             futures::future::join_all(requests.iter().map(|r| handle.infer(rows(r)))).await;
         for (request, answer) in requests.iter().zip(answers) {
@@ -199,13 +257,21 @@ mod tests {
             assert_eq!(outputs[0].data, TensorData::F32(want));
             assert_eq!(outputs[0].shape, vec![(request.len() / 2) as i64, 2]);
         }
-        assert_eq!(*calls.lock().unwrap(), vec![5], "all five rows ran in one call");
+        assert_eq!(
+            *calls.lock().unwrap(),
+            vec![5],
+            "all five rows ran in one call"
+        );
     }
 
     #[tokio::test]
     async fn a_request_that_does_not_fit_starts_the_next_batch() {
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let config = BatchConfig { max_batch_size: 2, max_queue_delay: Duration::from_secs(30), ..Default::default() };
+        let config = BatchConfig {
+            max_batch_size: 2,
+            max_queue_delay: Duration::from_secs(30),
+            ..Default::default()
+        };
         let handle = spawn(config, calls.clone(), None);
         let (a, b, c) = tokio::join!(
             handle.infer(rows(&[1.0, 1.0])),
@@ -214,7 +280,10 @@ mod tests {
         );
         assert_eq!(a.unwrap()[0].data, TensorData::F32(vec![2.0, 2.0]));
         assert_eq!(b.unwrap()[0].data, TensorData::F32(vec![4.0, 4.0]));
-        assert_eq!(c.unwrap()[0].data, TensorData::F32(vec![6.0, 6.0, 8.0, 8.0]));
+        assert_eq!(
+            c.unwrap()[0].data,
+            TensorData::F32(vec![6.0, 6.0, 8.0, 8.0])
+        );
         assert_eq!(*calls.lock().unwrap(), vec![2, 2]);
     }
 
@@ -223,26 +292,38 @@ mod tests {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Mutex::new(()));
         let closed = gate.lock().unwrap();
-        let config = BatchConfig { max_batch_size: 1, queue_capacity: 1, ..Default::default() };
+        let config = BatchConfig {
+            max_batch_size: 1,
+            queue_capacity: 1,
+            ..Default::default()
+        };
         let handle = spawn(config, calls.clone(), Some(gate.clone()));
         // With the worker blocked on the gate it holds at most one request and the queue one
         // more, so of three sent at once at least one must be refused. Each future is polled
         // once (which queues it) and dropped; the queued job stays queued.
         let mut refused = None;
         for _ in 0..3 {
-            if let Some(Err(e)) = futures::FutureExt::now_or_never(handle.infer(rows(&[1.0, 1.0]))) {
+            if let Some(Err(e)) = futures::FutureExt::now_or_never(handle.infer(rows(&[1.0, 1.0])))
+            {
                 refused = Some(e);
             }
         }
         drop(closed);
         let refused = refused.expect("one request must be refused while the queue is full");
         assert!(matches!(refused, ServerError::Overloaded(_)), "{refused}");
-        assert_eq!(refused.http_status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            refused.http_status(),
+            axum::http::StatusCode::TOO_MANY_REQUESTS
+        );
     }
 
     #[test]
     fn outputs_without_a_row_per_input_row_are_an_error() {
-        let out = vec![Tensor { name: "y".into(), shape: vec![1], data: TensorData::F32(vec![1.0]) }];
+        let out = vec![Tensor {
+            name: "y".into(),
+            shape: vec![1],
+            data: TensorData::F32(vec![1.0]),
+        }];
         assert!(split_outputs(out, &[1, 1]).is_err());
     }
 }

@@ -38,7 +38,12 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_batch_size: 32, max_queue_delay: Duration::ZERO, queue_capacity: 1024, workers: 1 }
+        Self {
+            max_batch_size: 32,
+            max_queue_delay: Duration::ZERO,
+            queue_capacity: 1024,
+            workers: 1,
+        }
     }
 }
 
@@ -62,37 +67,65 @@ pub struct ModelHandle {
 impl ModelHandle {
     /// Starts `config.workers` threads, each running a backend built by `make_backend`.
     /// `batching` is false when the model has no batch dimension.
-    pub fn spawn<F>(name: &str, make_backend: F, batching: bool, config: &BatchConfig, hook: ExecutionHook) -> Result<Self>
+    pub fn spawn<F>(
+        name: &str,
+        make_backend: F,
+        batching: bool,
+        config: &BatchConfig,
+        hook: ExecutionHook,
+    ) -> Result<Self>
     where
         F: Fn() -> Result<Box<dyn Backend>>,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(config.queue_capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
-        let max_rows = if batching { config.max_batch_size.max(1) } else { 1 };
+        let max_rows = if batching {
+            config.max_batch_size.max(1)
+        } else {
+            1
+        };
         for index in 0..config.workers.max(1) {
             let backend = make_backend()?;
-            let worker = batcher::Worker::new(backend, rx.clone(), max_rows, config.max_queue_delay, hook.clone());
+            let worker = batcher::Worker::new(
+                backend,
+                rx.clone(),
+                max_rows,
+                config.max_queue_delay,
+                hook.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("model-{name}-{index}"))
                 .spawn(move || worker.run())
-                .map_err(|e| ServerError::Unavailable(format!("cannot start a worker thread: {e}")))?;
+                .map_err(|e| {
+                    ServerError::Unavailable(format!("cannot start a worker thread: {e}"))
+                })?;
         }
-        Ok(Self { name: name.to_string(), tx })
+        Ok(Self {
+            name: name.to_string(),
+            tx,
+        })
     }
 
     /// Queues validated inputs and waits for the outputs.
     pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         let rows = inputs.first().map_or(1, Tensor::rows);
         let (reply, answer) = oneshot::channel();
-        match self.tx.try_send(Job { inputs, rows, reply }) {
+        match self.tx.try_send(Job {
+            inputs,
+            rows,
+            reply,
+        }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(ServerError::Overloaded(self.name.clone())),
             Err(TrySendError::Disconnected(_)) => {
-                return Err(ServerError::Unavailable(format!("model {:?} is shutting down", self.name)));
+                return Err(ServerError::Unavailable(format!(
+                    "model {:?} is shutting down",
+                    self.name
+                )));
             }
         }
-        answer
-            .await
-            .map_err(|_| ServerError::Execution(format!("the worker of model {:?} stopped", self.name)))?
+        answer.await.map_err(|_| {
+            ServerError::Execution(format!("the worker of model {:?} stopped", self.name))
+        })?
     }
 }

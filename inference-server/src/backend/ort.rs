@@ -51,7 +51,8 @@ pub struct OrtBackend {
 impl OrtBackend {
     pub fn load(model: &Path, signature: &Signature) -> Result<Self> {
         let env = environment()?;
-        let fail = |e: String| ServerError::Unavailable(format!("cannot load {}: {e}", model.display()));
+        let fail =
+            |e: String| ServerError::Unavailable(format!("cannot load {}: {e}", model.display()));
         let session = Session::builder(&env)
             .map_err(|e| fail(e.to_string()))?
             .with_intra_threads(1)
@@ -63,12 +64,18 @@ impl OrtBackend {
         // The signature is what clients are told; it must describe this very graph.
         for spec in &signature.inputs {
             if !session.inputs().iter().any(|i| i.name() == spec.name) {
-                return Err(fail(format!("the signature's input {:?} is not an input of the ONNX graph", spec.name)));
+                return Err(fail(format!(
+                    "the signature's input {:?} is not an input of the ONNX graph",
+                    spec.name
+                )));
             }
         }
         for spec in &signature.outputs {
             if !session.outputs().iter().any(|o| o.name() == spec.name) {
-                return Err(fail(format!("the signature's output {:?} is not an output of the ONNX graph", spec.name)));
+                return Err(fail(format!(
+                    "the signature's output {:?} is not an output of the ONNX graph",
+                    spec.name
+                )));
             }
         }
         let outputs = signature.outputs.iter().map(|o| o.name.clone()).collect();
@@ -95,11 +102,17 @@ fn to_value(t: Tensor) -> ort::Result<DynValue> {
 }
 
 fn from_value(name: &str, value: &DynValue) -> Result<Tensor> {
-    let unsupported = || ServerError::Execution(format!("output {name:?} is not a tensor of a supported datatype"));
+    let unsupported = || {
+        ServerError::Execution(format!(
+            "output {name:?} is not a tensor of a supported datatype"
+        ))
+    };
     let ty = value.dtype().tensor_type().ok_or_else(unsupported)?;
     macro_rules! extract {
         ($t:ty, $variant:ident) => {{
-            let (shape, data) = value.try_extract_tensor::<$t>().map_err(|e| ServerError::Execution(e.to_string()))?;
+            let (shape, data) = value
+                .try_extract_tensor::<$t>()
+                .map_err(|e| ServerError::Execution(e.to_string()))?;
             (shape.to_vec(), TensorData::$variant(data.to_vec()))
         }};
     }
@@ -118,7 +131,11 @@ fn from_value(name: &str, value: &DynValue) -> Result<Tensor> {
         _ => return Err(unsupported()),
     };
     debug_assert!(DataType::parse(data.datatype().as_str()).is_ok());
-    Ok(Tensor { name: name.to_string(), shape, data })
+    Ok(Tensor {
+        name: name.to_string(),
+        shape,
+        data,
+    })
 }
 
 impl Backend for OrtBackend {
@@ -126,16 +143,20 @@ impl Backend for OrtBackend {
         let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
         for t in inputs {
             let name = t.name.clone();
-            let value = to_value(t).map_err(|e| ServerError::InvalidInput(format!("input {name:?}: {e}")))?;
+            let value = to_value(t)
+                .map_err(|e| ServerError::InvalidInput(format!("input {name:?}: {e}")))?;
             values.push((name, value));
         }
-        let outputs = self.session.run(values).map_err(|e| ServerError::Execution(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(values)
+            .map_err(|e| ServerError::Execution(e.to_string()))?;
         self.outputs
             .iter()
             .map(|name| {
-                let value = outputs
-                    .get(name.as_str())
-                    .ok_or_else(|| ServerError::Execution(format!("the model produced no output {name:?}")))?;
+                let value = outputs.get(name.as_str()).ok_or_else(|| {
+                    ServerError::Execution(format!("the model produced no output {name:?}"))
+                })?;
                 from_value(name, value)
             })
             .collect()

@@ -15,11 +15,19 @@ use crate::predict::{predictions, rows_to_input};
 use crate::state::{InferRequest, Protocol};
 
 pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/classify", post(classify)).route("/api/v1/models/{model}/predict", post(predict))
+    Router::new()
+        .route("/api/v1/classify", post(classify))
+        .route("/api/v1/models/{model}/predict", post(predict))
 }
 
-async fn classify(State(state): State<AppState>, raw: std::result::Result<Bytes, BytesRejection>) -> Result<Json<Value>> {
-    let model = state.default_model().ok_or_else(|| ServerError::Unavailable("no model is loaded".into()))?.to_string();
+async fn classify(
+    State(state): State<AppState>,
+    raw: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>> {
+    let model = state
+        .default_model()
+        .ok_or_else(|| ServerError::Unavailable("no model is loaded".into()))?
+        .to_string();
     run(state, model, raw).await
 }
 
@@ -31,7 +39,11 @@ async fn predict(
     run(state, model, raw).await
 }
 
-async fn run(state: AppState, model_name: String, raw: std::result::Result<Bytes, BytesRejection>) -> Result<Json<Value>> {
+async fn run(
+    state: AppState,
+    model_name: String,
+    raw: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>> {
     let bytes = body(&state, raw)?;
     let value: Value = parse_json(&bytes)?;
     let model = state.model(&model_name, None)?.clone();
@@ -41,14 +53,34 @@ async fn run(state: AppState, model_name: String, raw: std::result::Result<Bytes
             let rows = items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| item.as_object().ok_or_else(|| ServerError::InvalidInput(format!("row {i} is not an object of features"))))
+                .map(|(i, item)| {
+                    item.as_object().ok_or_else(|| {
+                        ServerError::InvalidInput(format!("row {i} is not an object of features"))
+                    })
+                })
                 .collect::<Result<Vec<_>>>()?;
             (rows, false)
         }
-        _ => return Err(ServerError::InvalidInput("the body must be an object of features or a list of them".into())),
+        _ => {
+            return Err(ServerError::InvalidInput(
+                "the body must be an object of features or a list of them".into(),
+            ));
+        }
     };
-    let input = rows_to_input(&model, &rows, &|i| if single { "request".to_string() } else { format!("row {i}") })?;
-    let request = InferRequest { model: model_name, version: None, id: None, inputs: vec![input], outputs: vec![] };
+    let input = rows_to_input(&model, &rows, &|i| {
+        if single {
+            "request".to_string()
+        } else {
+            format!("row {i}")
+        }
+    })?;
+    let request = InferRequest {
+        model: model_name,
+        version: None,
+        id: None,
+        inputs: vec![input],
+        outputs: vec![],
+    };
     let response = state.infer(request, Protocol::ApiV1).await?;
     let mut predicted = predictions(&model, &response.outputs, rows.len())?;
     let json = if single {
@@ -56,5 +88,7 @@ async fn run(state: AppState, model_name: String, raw: std::result::Result<Bytes
     } else {
         serde_json::to_value(predicted)
     };
-    Ok(Json(json.map_err(|e| ServerError::Execution(e.to_string()))?))
+    Ok(Json(
+        json.map_err(|e| ServerError::Execution(e.to_string()))?,
+    ))
 }

@@ -24,7 +24,9 @@ pub fn app(state: AppState) -> Router {
         .merge(v2::routes())
         .merge(api_v1::routes())
         .merge(health::routes())
-        .fallback(|| async { ServerError::InvalidInput("no such route".into()).with_status(StatusCode::NOT_FOUND) })
+        .fallback(|| async {
+            ServerError::InvalidInput("no such route".into()).with_status(StatusCode::NOT_FOUND)
+        })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -34,7 +36,9 @@ pub fn app(state: AppState) -> Router {
 fn body(state: &ServerState, body: std::result::Result<Bytes, BytesRejection>) -> Result<Bytes> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ServerError::PayloadTooLarge { limit: state.max_body_bytes }
+            ServerError::PayloadTooLarge {
+                limit: state.max_body_bytes,
+            }
         } else {
             ServerError::InvalidInput(format!("cannot read the request body: {rejection}"))
         }
@@ -42,12 +46,17 @@ fn body(state: &ServerState, body: std::result::Result<Bytes, BytesRejection>) -
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| ServerError::InvalidInput(format!("malformed JSON request: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ServerError::InvalidInput(format!("malformed JSON request: {e}")))
 }
 
 impl ServerError {
     fn with_status(self, status: StatusCode) -> axum::response::Response {
-        (status, axum::Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+        (
+            status,
+            axum::Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
     }
 }
 

@@ -22,14 +22,26 @@ const HEADER_LENGTH: &str = "inference-header-content-length";
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v2", get(server_metadata))
-        .route("/v2/health/live", get(|| async { Json(json!({"live": true})) }))
+        .route(
+            "/v2/health/live",
+            get(|| async { Json(json!({"live": true})) }),
+        )
         .route("/v2/health/ready", get(server_ready))
         .route("/v2/models/{model}", get(model_metadata))
-        .route("/v2/models/{model}/versions/{version}", get(model_version_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(model_version_metadata),
+        )
         .route("/v2/models/{model}/ready", get(model_ready))
-        .route("/v2/models/{model}/versions/{version}/ready", get(model_version_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(model_version_ready),
+        )
         .route("/v2/models/{model}/infer", post(infer))
-        .route("/v2/models/{model}/versions/{version}/infer", post(infer_version))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer_version),
+        )
 }
 
 /// Server name, version and the protocol extensions implemented.
@@ -43,13 +55,20 @@ async fn server_metadata() -> Json<Value> {
 
 async fn server_ready(State(state): State<AppState>) -> Response {
     let ready = state.is_ready();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({"ready": ready}))).into_response()
 }
 
 fn metadata(model: &LoadedModel) -> Value {
     let tensors = |specs: &[mooring_registry::TensorSpec]| {
-        specs.iter().map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape})).collect::<Vec<_>>()
+        specs
+            .iter()
+            .map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape}))
+            .collect::<Vec<_>>()
     };
     json!({
         "name": model.name,
@@ -60,11 +79,17 @@ fn metadata(model: &LoadedModel) -> Value {
     })
 }
 
-async fn model_metadata(State(state): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>> {
+async fn model_metadata(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>> {
     Ok(Json(metadata(state.model(&model, None)?)))
 }
 
-async fn model_version_metadata(State(state): State<AppState>, Path((model, version)): Path<(String, String)>) -> Result<Json<Value>> {
+async fn model_version_metadata(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>> {
     Ok(Json(metadata(state.model(&model, Some(&version))?)))
 }
 
@@ -72,14 +97,21 @@ async fn model_ready(State(state): State<AppState>, Path(model): Path<String>) -
     ready_response(&state, &model, None)
 }
 
-async fn model_version_ready(State(state): State<AppState>, Path((model, version)): Path<(String, String)>) -> Result<Response> {
+async fn model_version_ready(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response> {
     ready_response(&state, &model, Some(&version))
 }
 
 fn ready_response(state: &AppState, model: &str, version: Option<&str>) -> Result<Response> {
     let m = state.model(model, version)?;
     let ready = state.is_ready();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     Ok((status, Json(json!({"name": m.name, "ready": ready}))).into_response())
 }
 
@@ -156,17 +188,35 @@ async fn run(
         inputs.push(decode_input(input, &mut binary)?);
     }
     if !binary.is_empty() {
-        return Err(ServerError::InvalidInput(format!("{} bytes of binary data follow the inputs unused", binary.len())));
+        return Err(ServerError::InvalidInput(format!(
+            "{} bytes of binary data follow the inputs unused",
+            binary.len()
+        )));
     }
-    let all_binary = request.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false);
+    let all_binary = request
+        .parameters
+        .get("binary_data_output")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let binary_outputs: Vec<String> = request
         .outputs
         .iter()
-        .filter(|o| o.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(all_binary))
+        .filter(|o| {
+            o.parameters
+                .get("binary_data")
+                .and_then(Value::as_bool)
+                .unwrap_or(all_binary)
+        })
         .map(|o| o.name.clone())
         .collect();
     let wanted = request.outputs.into_iter().map(|o| o.name).collect();
-    let infer = InferRequest { model, version, id: request.id, inputs, outputs: wanted };
+    let infer = InferRequest {
+        model,
+        version,
+        id: request.id,
+        inputs,
+        outputs: wanted,
+    };
     let response = state.infer(infer, Protocol::Rest).await?;
     let is_binary = |t: &Tensor| all_binary || binary_outputs.contains(&t.name);
     let mut tail = Vec::new();
@@ -196,15 +246,28 @@ async fn run(
     }
     let head = serde_json::to_vec(&head).map_err(|e| ServerError::Execution(e.to_string()))?;
     if tail.is_empty() {
-        return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], head).into_response());
+        return Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            head,
+        )
+            .into_response());
     }
     let header_length = head.len().to_string();
     let mut out = head;
     out.extend_from_slice(&tail);
     Ok((
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
-            (header::HeaderName::from_static(HEADER_LENGTH), HeaderValue::from_str(&header_length).expect("digits")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                header::HeaderName::from_static(HEADER_LENGTH),
+                HeaderValue::from_str(&header_length).expect("digits"),
+            ),
         ],
         out,
     )
@@ -213,12 +276,18 @@ async fn run(
 
 /// Splits a binary-extension body into its JSON header and the binary tail.
 fn split_binary<'a>(headers: &HeaderMap, bytes: &'a [u8]) -> Result<(&'a [u8], &'a [u8])> {
-    let Some(value) = headers.get(HEADER_LENGTH) else { return Ok((bytes, &[])) };
+    let Some(value) = headers.get(HEADER_LENGTH) else {
+        return Ok((bytes, &[]));
+    };
     let length: usize = value
         .to_str()
         .ok()
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| ServerError::InvalidInput("header Inference-Header-Content-Length is not a number".into()))?;
+        .ok_or_else(|| {
+            ServerError::InvalidInput(
+                "header Inference-Header-Content-Length is not a number".into(),
+            )
+        })?;
     if length > bytes.len() {
         return Err(ServerError::InvalidInput(format!(
             "header Inference-Header-Content-Length is {length} but the body has only {} bytes",
@@ -230,13 +299,15 @@ fn split_binary<'a>(headers: &HeaderMap, bytes: &'a [u8]) -> Result<(&'a [u8], &
 
 fn decode_input(input: V2Input, binary: &mut &[u8]) -> Result<Tensor> {
     let field = format!("input {:?}", input.name);
-    let datatype = DataType::parse(&input.datatype).map_err(|e| ServerError::InvalidInput(format!("{field}: {e}")))?;
+    let datatype = DataType::parse(&input.datatype)
+        .map_err(|e| ServerError::InvalidInput(format!("{field}: {e}")))?;
     let data = match (input.parameters.get("binary_data_size"), input.data) {
         (Some(size), _) => {
-            let size = size
-                .as_u64()
-                .ok_or_else(|| ServerError::InvalidInput(format!("{field}: parameter binary_data_size is not a number")))?
-                as usize;
+            let size = size.as_u64().ok_or_else(|| {
+                ServerError::InvalidInput(format!(
+                    "{field}: parameter binary_data_size is not a number"
+                ))
+            })? as usize;
             if size > binary.len() {
                 return Err(ServerError::InvalidInput(format!(
                     "{field}: binary_data_size is {size} but only {} bytes of binary data remain",
@@ -250,5 +321,9 @@ fn decode_input(input: V2Input, binary: &mut &[u8]) -> Result<Tensor> {
         (None, Some(data)) => TensorData::from_json(datatype, &data, &field)?,
         (None, None) => return Err(ServerError::InvalidInput(format!("{field} has no data"))),
     };
-    Ok(Tensor { name: input.name, shape: input.shape, data })
+    Ok(Tensor {
+        name: input.name,
+        shape: input.shape,
+        data,
+    })
 }
