@@ -170,8 +170,9 @@ impl Auth {
         self.keys.as_ref()
     }
 
-    /// Who is calling, from the `Authorization` header: `Ok(KeyId)` or a 401 response.
-    pub fn identify(&self, headers: &axum::http::HeaderMap) -> Result<KeyId, Response> {
+    /// Who is calling, from the `Authorization` header (for gRPC, pass the request metadata
+    /// as headers: `metadata().clone().into_headers()`).
+    pub fn identify(&self, headers: &axum::http::HeaderMap) -> Result<KeyId, Rejection> {
         let Some(keys) = &self.keys else {
             return Ok(KeyId::anonymous());
         };
@@ -183,48 +184,24 @@ impl Auth {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim);
-        let unauthorized = |message: &str| {
-            let mut response = openai_error(
-                StatusCode::UNAUTHORIZED,
-                message,
-                "invalid_request_error",
-                "invalid_api_key",
-            );
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        };
         match presented {
-            None | Some("") => Err(unauthorized(
-                "Authorization: an API key is required (`Authorization: Bearer <key>`)",
-            )),
-            Some(secret) => keys
-                .verify(secret)
-                .ok_or_else(|| unauthorized("Authorization: the API key is not valid")),
+            None | Some("") => Err(Rejection::MissingKey),
+            Some(secret) => keys.verify(secret).ok_or(Rejection::InvalidKey),
         }
     }
 
-    /// Takes one request from the key's bucket: `Ok` or a 429 response with `Retry-After`.
-    pub fn admit(&self, key: &KeyId) -> Result<(), Response> {
+    /// Takes one request from the key's bucket, or says how long to wait.
+    pub fn admit(&self, key: &KeyId) -> Result<(), Rejection> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
         limiter.check(key).map_err(|wait| {
             // Whole seconds, rounded up: "Retry-After: 0" would invite an immediate retry.
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let seconds = seconds.max(1);
-            let message = format!("Rate limit reached for key {key}: retry in {seconds} s");
-            let mut response = openai_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                &message,
-                "rate_limit_error",
-                "rate_limit_exceeded",
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            response
+            Rejection::RateLimited {
+                key: key.clone(),
+                retry_after_secs: seconds.max(1),
+            }
         })
     }
 
@@ -237,14 +214,61 @@ impl Auth {
     ) -> Response {
         let key = match auth.identify(request.headers()) {
             Ok(key) => key,
-            Err(response) => return response,
+            Err(rejection) => return rejection.into_response(),
         };
-        if let Err(response) = auth.admit(&key) {
+        if let Err(rejection) = auth.admit(&key) {
             tracing::debug!(key = %key, "rate limited");
-            return response;
+            return rejection.into_response();
         }
         request.extensions_mut().insert(key);
         next.run(request).await
+    }
+}
+
+/// Why a request was turned away. As an HTTP response: 401 (with `WWW-Authenticate: Bearer`)
+/// or 429 (with `Retry-After`), in OpenAI's error shape; gRPC callers map it to
+/// `UNAUTHENTICATED` / `RESOURCE_EXHAUSTED`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("Authorization: an API key is required (`Authorization: Bearer <key>`)")]
+    MissingKey,
+    #[error("Authorization: the API key is not valid")]
+    InvalidKey,
+    #[error("Rate limit reached for key {key}: retry in {retry_after_secs} s")]
+    RateLimited { key: KeyId, retry_after_secs: u64 },
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        match self {
+            Rejection::MissingKey | Rejection::InvalidKey => {
+                let mut response = openai_error(
+                    StatusCode::UNAUTHORIZED,
+                    &message,
+                    "invalid_request_error",
+                    "invalid_api_key",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+            }
+            Rejection::RateLimited {
+                retry_after_secs, ..
+            } => {
+                let mut response = openai_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &message,
+                    "rate_limit_error",
+                    "rate_limit_exceeded",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                response
+            }
+        }
     }
 }
 
