@@ -1,0 +1,271 @@
+//! End-to-end tests: the server on 127.0.0.1 port 0, loading the bundled models through the
+//! local registry; a third-party client (tritonclient) against it; graceful shutdown; and
+//! the binary's failure and batch modes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use clap::Parser;
+use inference_server::config::{Cli, Command as Sub, ServeArgs};
+use inference_server::serve::{self, Extras};
+use mooring_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use mooring_proto::inference::{
+    InferTensorContents, ModelInferRequest, model_infer_request::InferInputTensor,
+};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn serve_args(cache: &Path, models: &[&str]) -> ServeArgs {
+    let mut argv = vec![
+        "inference-server".to_string(),
+        "serve".into(),
+        "--host".into(),
+        "127.0.0.1".into(),
+    ];
+    argv.extend(["--http-port", "0", "--grpc-port", "0", "--registry"].map(String::from));
+    argv.push(repo().join("models").display().to_string());
+    argv.push("--cache-dir".into());
+    argv.push(cache.display().to_string());
+    for m in models {
+        argv.push("--model".into());
+        argv.push(m.to_string());
+    }
+    match Cli::parse_from(argv).command {
+        Sub::Serve(args) => args,
+        _ => unreachable!(),
+    }
+}
+
+struct Running {
+    http: String,
+    grpc: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), serve::ServeError>>,
+    _cache: tempfile::TempDir,
+}
+
+async fn start(models: &[&str]) -> Running {
+    let cache = tempfile::tempdir().unwrap();
+    let args = serve_args(cache.path(), models);
+    let state = Arc::new(
+        serve::load_state(&args)
+            .await
+            .expect("bundled models load (ORT_DYLIB_PATH set? run `make setup`)"),
+    );
+    let (http, grpc) = serve::bind("127.0.0.1", 0, 0).await.unwrap();
+    let (http_addr, grpc_addr) = (
+        http.local_addr().unwrap().to_string(),
+        grpc.local_addr().unwrap().to_string(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve::run(
+        state,
+        http,
+        grpc,
+        Extras::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Running {
+        http: http_addr,
+        grpc: grpc_addr,
+        stop,
+        task,
+        _cache: cache,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_http_and_grpc_work_unchanged() {
+    let python = std::env::var("MOORING_TEST_PYTHON")
+        .expect("MOORING_TEST_PYTHON is not set: it must name a Python with tritonclient[http,grpc] and numpy; run `make test`");
+    let server = start(&["iris-classifier@production"]).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tritonclient_check.py");
+    let reference = repo().join("models/iris-classifier/1/reference.csv");
+    let (http, grpc) = (server.http.clone(), server.grpc.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([&http, &grpc, "iris-classifier"])
+            .arg(reference)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "tritonclient check failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("tritonclient conformance ok"), "{stdout}");
+    server.stop.send(()).unwrap();
+    server.task.await.unwrap().unwrap();
+}
+
+fn iris_request(version: &str) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: "iris-classifier".into(),
+        model_version: version.into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 4],
+            contents: Some(InferTensorContents {
+                fp32_contents: vec![6.7, 3.0, 5.2, 2.3],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_by_alias_and_stops_on_one_signal_for_both_servers() {
+    // challenger → version 2 (the random forest): alias resolution through the registry.
+    let server = start(&["iris-classifier@challenger"]).await;
+    let mut client = GrpcInferenceServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .unwrap();
+    let answer = client
+        .model_infer(iris_request(""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.model_version, "2");
+    assert_eq!(
+        answer.outputs[0].contents.as_ref().unwrap().int64_contents,
+        vec![2]
+    );
+    let status = client.model_infer(iris_request("1")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+
+    server.stop.send(()).unwrap();
+    // Both servers stop and `run` returns cleanly; afterwards nothing listens any more.
+    tokio::time::timeout(std::time::Duration::from_secs(30), server.task)
+        .await
+        .expect("servers stop")
+        .unwrap()
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(&server.http).await.is_err());
+    assert!(tokio::net::TcpStream::connect(&server.grpc).await.is_err());
+}
+
+#[test]
+fn a_missing_onnx_runtime_fails_fast_with_a_clear_message() {
+    let cache = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_inference-server"))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--model",
+            "iris-classifier@production",
+        ])
+        .arg("--registry")
+        .arg(repo().join("models"))
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ORT_DYLIB_PATH=/nonexistent/libonnxruntime.so does not name a file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_alias_is_refused_at_start() {
+    let cache = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_inference-server"))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--model",
+            "iris-classifier@staging",
+        ])
+        .arg("--registry")
+        .arg(repo().join("models"))
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no alias \"staging\""), "{stderr}");
+}
+
+#[test]
+fn batch_predicts_every_row_and_reports_bad_ones_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rows.csv");
+    let output = dir.path().join("predictions.jsonl");
+    std::fs::write(
+        &input,
+        "sepal_length,sepal_width,petal_length,petal_width,target\n5.1,3.5,1.4,0.2,0\n6.7,3.0,x,2.3,2\n6.7,3.0,5.2,2.3,2\n",
+    )
+    .unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_inference-server"))
+        .args(["batch", "--model", "iris-classifier@production"])
+        .arg("--registry")
+        .arg(repo().join("models"))
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("batch: 3 rows, 2 predicted, 1 failed"),
+        "{stderr}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(
+        (
+            lines[0]["line"].as_u64(),
+            lines[0]["prediction"]["predicted_class"].as_str()
+        ),
+        (Some(2), Some("setosa"))
+    );
+    assert_eq!(lines[1]["line"], 3);
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("column \"petal_length\": \"x\" is not a number"),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[2]["prediction"]["predicted_class"], "virginica");
+}
