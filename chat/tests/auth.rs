@@ -88,6 +88,22 @@ async fn keys_file_requires_a_valid_bearer_key_and_names_the_caller() {
         (StatusCode::OK, format!("key-{}", &bob_hash[7..19]))
     );
 
+    // The scheme is case-insensitive; a Basic header is not a key.
+    let lower = Request::get("/whoami").header(header::AUTHORIZATION, "bearer alice-secret");
+    let response = app
+        .clone()
+        .oneshot(lower.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let basic = Request::get("/whoami").header(header::AUTHORIZATION, "Basic alice-secret");
+    let response = app
+        .clone()
+        .oneshot(basic.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
     for bearer in [None, Some("wrong"), Some("")] {
         let (status, headers, body) = call(&app, bearer).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{bearer:?}");

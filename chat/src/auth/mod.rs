@@ -179,11 +179,10 @@ impl Auth {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
+            // The scheme is case-insensitive (RFC 9110).
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, secret)| secret.trim());
         match presented {
             None | Some("") => Err(Rejection::MissingKey),
             Some(secret) => keys.verify(secret).ok_or(Rejection::InvalidKey),
