@@ -202,16 +202,15 @@ async fn predict_chunk(state: &ServerState, chunk: &[Row]) -> Vec<(usize, Result
     let model = state.models().next().expect("one model").clone();
     let good: Vec<&Map<String, Value>> =
         chunk.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
-    if good.len() == chunk.len() {
-        if let Ok(values) =
+    if good.len() == chunk.len()
+        && let Ok(values) =
             predict_rows(state, &model, &good, &|i| format!("line {}", chunk[i].0)).await
-        {
-            return chunk
-                .iter()
-                .map(|(line, _)| *line)
-                .zip(values.into_iter().map(Ok))
-                .collect();
-        }
+    {
+        return chunk
+            .iter()
+            .map(|(line, _)| *line)
+            .zip(values.into_iter().map(Ok))
+            .collect();
     }
     let mut answers = Vec::with_capacity(chunk.len());
     for (line, row) in chunk {

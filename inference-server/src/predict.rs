@@ -116,7 +116,7 @@ pub fn predictions(
             )));
         }
     };
-    if rows == 0 || probs.len() % rows != 0 {
+    if rows == 0 || !probs.len().is_multiple_of(rows) {
         return Err(ServerError::Execution(format!(
             "output {name:?} holds {} values for {rows} rows",
             probs.len()

@@ -270,7 +270,7 @@ impl TensorData {
         field: &str,
     ) -> Result<Self, TensorError> {
         let size = datatype.byte_size();
-        if bytes.len() % size != 0 {
+        if !bytes.len().is_multiple_of(size) {
             return Err(TensorError::RawLength {
                 field: field.to_string(),
                 len: bytes.len(),

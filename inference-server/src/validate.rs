@@ -96,12 +96,10 @@ fn check_tensor(spec: &TensorSpec, t: &Tensor, allow_nan: bool) -> Result<()> {
     if t.data.is_empty() {
         return invalid(format!("shape {:?} holds no values", t.shape));
     }
-    if !allow_nan {
-        if let Some(i) = t.data.first_non_finite() {
-            return invalid(format!(
-                "element {i} is NaN or infinite, which this model does not accept"
-            ));
-        }
+    if let Some(i) = t.data.first_non_finite().filter(|_| !allow_nan) {
+        return invalid(format!(
+            "element {i} is NaN or infinite, which this model does not accept"
+        ));
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! until `max_rows` rows or `max_queue_delay` has passed, runs them as one model call with
 //! the inputs concatenated along the batch dimension, and hands each caller its own rows.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,10 +65,8 @@ impl Worker {
             let next = if wait.is_zero() {
                 queue.try_recv().ok()
             } else {
-                match queue.recv_timeout(wait) {
-                    Ok(job) => Some(job),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-                }
+                // A timeout or a closed queue both end the gathering.
+                queue.recv_timeout(wait).ok()
             };
             let Some(job) = next else { break };
             if rows + job.rows > self.max_rows || !compatible(&batch[0].inputs, &job.inputs) {
