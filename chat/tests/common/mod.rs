@@ -1,6 +1,8 @@
 //! Helpers shared by the chat integration tests.
 #![allow(dead_code)]
 
+pub mod fakes;
+
 use std::path::PathBuf;
 
 /// A variable the test environment must provide; panics with the way to get it.
