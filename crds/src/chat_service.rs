@@ -34,8 +34,17 @@ pub mod condition {
     printcolumn(name = "Model", type_ = "string", json_path = ".spec.backend.model"),
     printcolumn(name = "Memory", type_ = "string", json_path = ".spec.memory.store"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(name = "URL", type_ = "string", json_path = ".status.url", priority = "1"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "URL",
+        type_ = "string",
+        json_path = ".status.url",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ChatServiceSpec {
@@ -170,7 +179,12 @@ pub struct MemorySpec {
 
 impl Default for MemorySpec {
     fn default() -> Self {
-        MemorySpec { store: MemoryStore::Memory, redis: None, max_turns: default_max_turns(), ttl_seconds: default_ttl() }
+        MemorySpec {
+            store: MemoryStore::Memory,
+            redis: None,
+            max_turns: default_max_turns(),
+            ttl_seconds: default_ttl(),
+        }
     }
 }
 
@@ -222,7 +236,10 @@ pub struct GuardSpec {
 
 impl Default for GuardSpec {
     fn default() -> Self {
-        GuardSpec { prompt_injection: PromptInjectionMode::Block, max_prompt_chars: default_max_prompt_chars() }
+        GuardSpec {
+            prompt_injection: PromptInjectionMode::Block,
+            max_prompt_chars: default_max_prompt_chars(),
+        }
     }
 }
 

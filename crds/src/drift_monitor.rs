@@ -29,12 +29,32 @@ pub mod condition {
     shortname = "dm",
     category = "mooring",
     doc = "Checks a ModelDeployment's logged traffic against a reference dataset for drift.",
-    printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.modelDeployment"),
+    printcolumn(
+        name = "Target",
+        type_ = "string",
+        json_path = ".spec.target.modelDeployment"
+    ),
     printcolumn(name = "Action", type_ = "string", json_path = ".spec.action.onDrift"),
-    printcolumn(name = "Last-Outcome", type_ = "string", json_path = ".status.lastRun.outcome"),
-    printcolumn(name = "Drift-Share", type_ = "number", json_path = ".status.lastReport.driftShare"),
-    printcolumn(name = "Last-Run", type_ = "date", json_path = ".status.lastRun.completionTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Last-Outcome",
+        type_ = "string",
+        json_path = ".status.lastRun.outcome"
+    ),
+    printcolumn(
+        name = "Drift-Share",
+        type_ = "number",
+        json_path = ".status.lastReport.driftShare"
+    ),
+    printcolumn(
+        name = "Last-Run",
+        type_ = "date",
+        json_path = ".status.lastRun.completionTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("!(has(self.schedule) && has(self.intervalSeconds))").message("set at most one of schedule or intervalSeconds"))]
 #[serde(rename_all = "camelCase")]
@@ -101,7 +121,11 @@ pub struct WindowSpec {
 
 impl Default for WindowSpec {
     fn default() -> Self {
-        WindowSpec { max_samples: default_max_samples(), min_samples: default_min_samples(), since: None }
+        WindowSpec {
+            max_samples: default_max_samples(),
+            min_samples: default_min_samples(),
+            since: None,
+        }
     }
 }
 
@@ -128,7 +152,10 @@ pub struct ReferenceSpec {
 
 impl Default for ReferenceSpec {
     fn default() -> Self {
-        ReferenceSpec { artifact: Some("reference.csv".to_string()), uri: None }
+        ReferenceSpec {
+            artifact: Some("reference.csv".to_string()),
+            uri: None,
+        }
     }
 }
 
@@ -321,7 +348,10 @@ pub struct HistoryLimits {
 
 impl Default for HistoryLimits {
     fn default() -> Self {
-        HistoryLimits { successful: default_successful(), failed: default_failed() }
+        HistoryLimits {
+            successful: default_successful(),
+            failed: default_failed(),
+        }
     }
 }
 

@@ -40,12 +40,34 @@ pub mod condition {
     doc = "Serves one registered model, following a registry alias or pinned to a version.",
     printcolumn(name = "Model", type_ = "string", json_path = ".spec.model.name"),
     printcolumn(name = "Alias", type_ = "string", json_path = ".spec.model.alias"),
-    printcolumn(name = "Pinned", type_ = "string", json_path = ".spec.model.version", priority = "1"),
-    printcolumn(name = "Version", type_ = "string", description = "The version in force", json_path = ".status.resolvedVersion"),
-    printcolumn(name = "Rollback-Pin", type_ = "string", json_path = ".status.rollbackPin.version"),
+    printcolumn(
+        name = "Pinned",
+        type_ = "string",
+        json_path = ".spec.model.version",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        description = "The version in force",
+        json_path = ".status.resolvedVersion"
+    ),
+    printcolumn(
+        name = "Rollback-Pin",
+        type_ = "string",
+        json_path = ".status.rollbackPin.version"
+    ),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModelDeploymentSpec {

@@ -14,14 +14,24 @@ fn model_deployment_crd_identity_and_columns() {
     let crd = serde_json::to_value(ModelDeployment::crd()).unwrap();
     assert_eq!(crd["metadata"]["name"], "modeldeployments.mooring.dev");
     assert_eq!(crd["spec"]["scope"], "Namespaced");
-    assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["md"]));
+    assert_eq!(
+        crd["spec"]["names"]["shortNames"],
+        serde_json::json!(["md"])
+    );
     let version = &crd["spec"]["versions"][0];
     assert_eq!(version["name"], "v1alpha1");
     assert!(version["subresources"]["status"].is_object());
-    let columns: Vec<&str> =
-        version["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     for wanted in ["Model", "Alias", "Version", "Ready", "Age"] {
-        assert!(columns.contains(&wanted), "missing printer column {wanted} in {columns:?}");
+        assert!(
+            columns.contains(&wanted),
+            "missing printer column {wanted} in {columns:?}"
+        );
     }
 }
 
@@ -31,20 +41,37 @@ fn model_deployment_schema_validates_and_defaults() {
     let spec = spec_schema(&crd);
     let model = &spec["properties"]["model"];
     let rules = model["x-kubernetes-validations"].to_string();
-    assert!(rules.contains("has(self.alias) != has(self.version)"), "{rules}");
+    assert!(
+        rules.contains("has(self.alias) != has(self.version)"),
+        "{rules}"
+    );
     let registry_rules = spec["properties"]["registry"]["x-kubernetes-validations"].to_string();
-    assert!(registry_rules.contains("has(self.mlflow) != has(self.local)"), "{registry_rules}");
+    assert!(
+        registry_rules.contains("has(self.mlflow) != has(self.local)"),
+        "{registry_rules}"
+    );
     assert_eq!(spec["properties"]["replicas"]["default"], 1);
     assert_eq!(spec["properties"]["replicas"]["minimum"], 0.0);
     let rollout = &spec["properties"]["rollout"]["properties"];
     assert_eq!(rollout["autoRollback"]["default"], true);
     assert_eq!(rollout["resolveIntervalSeconds"]["default"], 30);
     assert!(
-        spec["properties"]["model"]["properties"]["name"]["description"].as_str().unwrap().contains("model name"),
+        spec["properties"]["model"]["properties"]["name"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("model name"),
         "doc comments must become descriptions"
     );
-    let required: Vec<&str> = spec["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert!(required.contains(&"model") && required.contains(&"registry"), "{required:?}");
+    let required: Vec<&str> = spec["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        required.contains(&"model") && required.contains(&"registry"),
+        "{required:?}"
+    );
 }
 
 #[test]
@@ -52,13 +79,26 @@ fn drift_monitor_and_chat_service_crds() {
     let dm = serde_json::to_value(DriftMonitor::crd()).unwrap();
     assert_eq!(dm["spec"]["names"]["shortNames"], serde_json::json!(["dm"]));
     let action = &spec_schema(&dm)["properties"]["action"];
-    assert_eq!(action["properties"]["onDrift"]["enum"], serde_json::json!(["Notify", "Rollback", "Promote"]));
-    assert!(action["x-kubernetes-validations"].to_string().contains("has(self.promote)"));
+    assert_eq!(
+        action["properties"]["onDrift"]["enum"],
+        serde_json::json!(["Notify", "Rollback", "Promote"])
+    );
+    assert!(
+        action["x-kubernetes-validations"]
+            .to_string()
+            .contains("has(self.promote)")
+    );
 
     let chat = serde_json::to_value(ChatService::crd()).unwrap();
-    assert_eq!(chat["spec"]["names"]["shortNames"], serde_json::json!(["chat"]));
+    assert_eq!(
+        chat["spec"]["names"]["shortNames"],
+        serde_json::json!(["chat"])
+    );
     let backend = &spec_schema(&chat)["properties"]["backend"];
-    assert_eq!(backend["properties"]["kind"]["enum"], serde_json::json!(["local", "ollama", "openai"]));
+    assert_eq!(
+        backend["properties"]["kind"]["enum"],
+        serde_json::json!(["local", "ollama", "openai"])
+    );
 }
 
 #[test]

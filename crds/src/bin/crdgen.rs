@@ -13,7 +13,9 @@ fn main() {
         }
         return;
     }
-    let dir = arg.map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let dir = arg
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     for (file, yaml) in manifests {
         let path = dir.join(file);
         if let Err(err) = std::fs::write(&path, yaml) {

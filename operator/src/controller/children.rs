@@ -1,0 +1,538 @@
+//! Build the desired Deployment and Service of a ModelDeployment (pure).
+//!
+//! The selector labels never mention the version: a selector change would orphan the old
+//! pods, and a version change must be an ordinary rolling update of the pod template.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use mooring_crds::ModelDeployment;
+
+use super::resolve::VersionInfo;
+use super::validate::{RegistryTarget, ValidSpec};
+
+pub const REST_PORT: i32 = 8080;
+pub const GRPC_PORT: i32 = 8081;
+pub const CONTAINER_NAME: &str = "inference-server";
+/// Pod-template annotations carrying what is served.
+pub const VERSION_ANNOTATION: &str = "mooring.dev/model-version";
+pub const DIGEST_ANNOTATION: &str = "mooring.dev/model-digest";
+pub const URI_ANNOTATION: &str = "mooring.dev/model-uri";
+/// Pod-template label naming the version, so the pods of one version can be listed.
+pub const VERSION_LABEL: &str = "mooring.dev/model-version";
+/// Environment variable the inference server reads its MLflow token from.
+pub const TOKEN_ENV: &str = "MOORING_REGISTRY_TOKEN";
+/// Where the server caches fetched artifacts: an emptyDir, as the root filesystem is read-only.
+const CACHE_DIR: &str = "/var/cache/mooring";
+
+/// The children of one ModelDeployment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredChildren {
+    pub deployment: Deployment,
+    pub service: Service,
+}
+
+/// Labels that select the pods: fixed for the life of the ModelDeployment.
+pub fn selector_labels(md_name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "inference-server".to_string(),
+        ),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            md_name.to_string(),
+        ),
+    ])
+}
+
+fn common_labels(md_name: &str, model: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(md_name);
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "mooring-operator".into(),
+    );
+    labels.insert("app.kubernetes.io/component".into(), "model-server".into());
+    if is_label_value(model) {
+        labels.insert("mooring.dev/model".into(), model.into());
+    }
+    labels
+}
+
+/// Kubernetes label values: ≤ 63 characters of `[A-Za-z0-9._-]`, alphanumeric at both ends.
+fn is_label_value(v: &str) -> bool {
+    v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && v.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
+        && v.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
+}
+
+/// In-cluster endpoints of the Service.
+pub fn endpoints(md_name: &str, namespace: &str) -> mooring_crds::model_deployment::Endpoints {
+    mooring_crds::model_deployment::Endpoints {
+        rest: format!("http://{md_name}.{namespace}.svc:{REST_PORT}"),
+        grpc: format!("{md_name}.{namespace}.svc:{GRPC_PORT}"),
+    }
+}
+
+/// Build the Deployment and Service serving `version`.
+pub fn build(
+    md: &ModelDeployment,
+    owner: OwnerReference,
+    valid: &ValidSpec,
+    version: &VersionInfo,
+    default_image: &str,
+) -> DesiredChildren {
+    let name = md.metadata.name.clone().unwrap_or_default();
+    let namespace = md.metadata.namespace.clone();
+    let spec = &md.spec;
+    let model = valid.target.name();
+    let labels = common_labels(&name, model);
+    let meta = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: namespace.clone(),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![owner]),
+        ..ObjectMeta::default()
+    };
+
+    let mut pod_labels = labels.clone();
+    if is_label_value(&version.version) {
+        pod_labels.insert(VERSION_LABEL.into(), version.version.clone());
+    }
+    let mut annotations =
+        BTreeMap::from([(VERSION_ANNOTATION.to_string(), version.version.clone())]);
+    if let Some(digest) = &version.digest {
+        annotations.insert(DIGEST_ANNOTATION.into(), digest.clone());
+    }
+    if let Some(uri) = &version.uri {
+        annotations.insert(URI_ANNOTATION.into(), uri.clone());
+    }
+
+    let mut args = vec![
+        "serve".to_string(),
+        "--registry".into(),
+        valid.registry.location().to_string(),
+        "--model".into(),
+        format!("{model}@{}", version.version),
+        "--rest-port".into(),
+        REST_PORT.to_string(),
+        "--grpc-port".into(),
+        GRPC_PORT.to_string(),
+        "--cache-dir".into(),
+        CACHE_DIR.into(),
+    ];
+    if let Some(digest) = &version.digest {
+        args.extend(["--expect-digest".into(), digest.clone()]);
+    }
+    if let Some(log) = &spec.prediction_log {
+        args.extend([
+            "--prediction-log".into(),
+            log.sink.clone(),
+            "--prediction-log-sample-rate".into(),
+            log.sample_rate.to_string(),
+        ]);
+    }
+
+    let mut env = spec.env.clone();
+    let mut volumes = vec![Volume {
+        name: "cache".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "cache".into(),
+        mount_path: CACHE_DIR.into(),
+        ..VolumeMount::default()
+    }];
+    match &valid.registry {
+        RegistryTarget::Mlflow {
+            token: Some(secret),
+            ..
+        } => env.push(EnvVar {
+            name: TOKEN_ENV.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.name.clone(),
+                    key: secret.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }),
+        RegistryTarget::Local {
+            path,
+            persistent_volume_claim: Some(claim),
+        } => {
+            volumes.push(Volume {
+                name: "registry".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.clone(),
+                    read_only: Some(true),
+                }),
+                ..Volume::default()
+            });
+            mounts.push(VolumeMount {
+                name: "registry".into(),
+                mount_path: path.clone(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+        }
+        _ => {}
+    }
+
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: CONTAINER_NAME.into(),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| default_image.to_string()),
+        ),
+        args: Some(args),
+        env: (!env.is_empty()).then_some(env),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: REST_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("grpc".into()),
+                container_port: GRPC_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(probe("/readyz", 5)),
+        liveness_probe: Some(probe("/healthz", 10)),
+        // Loading a model can take a while; liveness must not kill a pod that is still loading.
+        startup_probe: Some(Probe {
+            failure_threshold: Some(60),
+            ..probe("/healthz", 2)
+        }),
+        resources: spec.resources.clone(),
+        volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+
+    let deployment = Deployment {
+        metadata: meta.clone(),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                match_expressions: None,
+            },
+            progress_deadline_seconds: Some(spec.rollout.progress_deadline_seconds),
+            // Surge, never remove a serving pod first: a broken version must not take capacity.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    };
+
+    let service = Service {
+        metadata: meta,
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&name)),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".into()),
+                    port: REST_PORT,
+                    target_port: Some(IntOrString::String("http".into())),
+                    protocol: Some("TCP".into()),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some("grpc".into()),
+                    port: GRPC_PORT,
+                    target_port: Some(IntOrString::String("grpc".into())),
+                    protocol: Some("TCP".into()),
+                    app_protocol: Some("grpc".into()),
+                    ..ServicePort::default()
+                },
+            ]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    };
+    DesiredChildren {
+        deployment,
+        service,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::md_from_yaml;
+    use crate::controller::validate::validate;
+
+    fn build_for(yaml: &str, version: &str) -> DesiredChildren {
+        let md = md_from_yaml(yaml);
+        let valid = validate(&md.spec).unwrap();
+        let owner = OwnerReference {
+            name: "iris".into(),
+            uid: "uid-1".into(),
+            ..OwnerReference::default()
+        };
+        let info = VersionInfo {
+            version: version.into(),
+            uri: Some(format!("file:///models/iris/{version}")),
+            digest: Some(format!("sha256:{version}{version}")),
+        };
+        build(
+            &md,
+            owner,
+            &valid,
+            &info,
+            "ghcr.io/mooring/inference-server:test",
+        )
+    }
+
+    const BASIC: &str =
+        "model: {name: iris, alias: production}\nregistry: {local: {path: /models}}";
+
+    fn pod_spec(c: &DesiredChildren) -> &PodSpec {
+        c.deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+    }
+
+    #[test]
+    fn pod_template_carries_version_and_digest() {
+        let c = build_for(BASIC, "3");
+        let template = &c.deployment.spec.as_ref().unwrap().template;
+        let ann = template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap();
+        assert_eq!(ann[VERSION_ANNOTATION], "3");
+        assert_eq!(ann[DIGEST_ANNOTATION], "sha256:33");
+        let args = pod_spec(&c).containers[0].args.clone().unwrap();
+        let model_at = args.iter().position(|a| a == "--model").unwrap();
+        assert_eq!(args[model_at + 1], "iris@3");
+        let reg_at = args.iter().position(|a| a == "--registry").unwrap();
+        assert_eq!(args[reg_at + 1], "/models");
+        assert_eq!(args[0], "serve");
+    }
+
+    #[test]
+    fn selectors_are_stable_across_versions() {
+        let v1 = build_for(BASIC, "1");
+        let v2 = build_for(BASIC, "2");
+        let sel = |c: &DesiredChildren| c.deployment.spec.as_ref().unwrap().selector.clone();
+        assert_eq!(sel(&v1), sel(&v2));
+        assert_eq!(
+            v1.service.spec.as_ref().unwrap().selector,
+            v2.service.spec.as_ref().unwrap().selector
+        );
+        assert!(
+            !sel(&v1).match_labels.unwrap().values().any(|v| v == "1"),
+            "no version in the selector"
+        );
+        // The selector must still match the pods of every version.
+        let pods = v2
+            .deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
+        for (k, v) in sel(&v2).match_labels.unwrap() {
+            assert_eq!(pods.get(&k), Some(&v));
+        }
+    }
+
+    #[test]
+    fn resources_env_image_and_replicas_are_carried_through() {
+        let c = build_for(
+            "model: {name: iris, version: '2'}\nregistry: {mlflow: {url: 'http://mlflow:5000', tokenSecretRef: {name: mlflow-token}}}\nreplicas: 3\nimage: example.com/server:1\nresources: {requests: {cpu: 250m, memory: 256Mi}, limits: {memory: 512Mi}}\nenv: [{name: RUST_LOG, value: debug}]\nrollout: {progressDeadlineSeconds: 120}",
+            "2",
+        );
+        let d = c.deployment.spec.as_ref().unwrap();
+        assert_eq!(d.replicas, Some(3));
+        assert_eq!(d.progress_deadline_seconds, Some(120));
+        let container = &pod_spec(&c).containers[0];
+        assert_eq!(container.image.as_deref(), Some("example.com/server:1"));
+        let res = container.resources.as_ref().unwrap();
+        assert_eq!(res.requests.as_ref().unwrap()["cpu"].0, "250m");
+        assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "512Mi");
+        let env = container.env.as_ref().unwrap();
+        assert_eq!(env[0].name, "RUST_LOG");
+        assert_eq!(env[0].value.as_deref(), Some("debug"));
+        let token = env.iter().find(|e| e.name == TOKEN_ENV).unwrap();
+        let secret = token
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (secret.name.as_str(), secret.key.as_str()),
+            ("mlflow-token", "token")
+        );
+    }
+
+    #[test]
+    fn probes_ports_and_security() {
+        let c = build_for(BASIC, "1");
+        let container = &pod_spec(&c).containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some("ghcr.io/mooring/inference-server:test"),
+            "default image"
+        );
+        let path = |p: &Option<Probe>| {
+            p.as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(path(&container.readiness_probe), "/readyz");
+        assert_eq!(path(&container.liveness_probe), "/healthz");
+        let ports: Vec<_> = container
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| (p.name.clone().unwrap(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![("http".to_string(), 8080), ("grpc".to_string(), 8081)]
+        );
+        let sc = container.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        let svc_ports: Vec<_> = c
+            .service
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| p.name.clone().unwrap())
+            .collect();
+        assert_eq!(svc_ports, vec!["http", "grpc"]);
+        assert_eq!(
+            c.deployment.metadata.owner_references.as_ref().unwrap()[0].uid,
+            "uid-1"
+        );
+        assert_eq!(
+            c.service.metadata.owner_references.as_ref().unwrap()[0].uid,
+            "uid-1"
+        );
+    }
+
+    #[test]
+    fn local_registry_on_a_pvc_is_mounted_read_only() {
+        let c = build_for(
+            "model: {name: iris, alias: production}\nregistry: {local: {path: /models, persistentVolumeClaim: models}}",
+            "1",
+        );
+        let pod = pod_spec(&c);
+        let vol = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "registry")
+            .unwrap();
+        assert_eq!(
+            vol.persistent_volume_claim.as_ref().unwrap().claim_name,
+            "models"
+        );
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "registry")
+            .unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            ("/models", Some(true))
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! Publish the Events of a reconcile: the one place Events are reported.
+
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder};
+use mooring_crds::ModelDeployment;
+
+use super::status::{Severity, Transition};
+
+/// Publish `transitions` about `md`. A failure to publish is logged, not returned: Events
+/// are for people, and must not fail or repeat a reconcile.
+pub async fn publish(recorder: &Recorder, md: &ModelDeployment, transitions: &[Transition]) {
+    let reference = md.object_ref(&());
+    for t in transitions {
+        let event = Event {
+            type_: match t.severity {
+                Severity::Normal => EventType::Normal,
+                Severity::Warning => EventType::Warning,
+            },
+            reason: t.reason.clone(),
+            // The API server caps the note at 1 kB.
+            note: Some(t.note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = recorder.publish(&event, &reference).await {
+            tracing::warn!(reason = %t.reason, error = %err, "could not publish event");
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The ModelDeployment controller: a pipeline of small steps, one module each.
+//!
+//! validate (pure) → fetch the token Secret and connect to the registry → resolve the version
+//! in force (registry call, then a pure decision) → build the desired children (pure) → apply
+//! them (server-side apply) and read them back → compute the status (pure) → write it and
+//! publish the Events of its transitions.
+
+pub mod apply;
+pub mod children;
+pub mod conditions;
+pub mod events;
+pub mod fetch;
+pub mod resolve;
+pub mod rollout;
+pub mod status;
+pub mod validate;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod mock_tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use mooring_crds::ModelDeployment;
+
+use crate::metrics::Metrics;
+use fetch::Connector;
+use resolve::Lookup;
+use rollout::Rollout;
+
+/// Controller name in metrics and Events.
+pub const CONTROLLER: &str = "modeldeployment";
+/// How long to wait before looking again after a Secret the spec names was missing: the
+/// Secret is not watched, so this is the only way to notice it appear; slow enough not to
+/// storm.
+const MISSING_SECRET_RETRY: Duration = Duration::from_secs(300);
+/// While a rollout is under way the Deployment's own updates wake the controller; this is a
+/// safety net for missed ones.
+const ROLLOUT_RECHECK: Duration = Duration::from_secs(15);
+const BACKOFF_BASE: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a reconcile failed (transient: it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Apply(#[from] apply::Error),
+    #[error(transparent)]
+    Fetch(#[from] fetch::Error),
+    #[error("ModelDeployment {0} has no namespace")]
+    NotNamespaced(String),
+}
+
+impl Error {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Apply(e) => e.reason(),
+            Error::Fetch(e) => e.reason(),
+            Error::NotNamespaced(_) => "NotNamespaced",
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub connector: Arc<dyn Connector>,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// Inference-server image for specs that name none.
+    pub default_image: String,
+    /// The current time (fixed in tests).
+    pub clock: Arc<dyn Fn() -> Time + Send + Sync>,
+    /// Consecutive transient failures per object, for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        connector: Arc<dyn Connector>,
+        metrics: Metrics,
+        default_image: String,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "mooring-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            connector,
+            metrics,
+            default_image,
+            clock: Arc::new(|| Time(jiff::Timestamp::now())),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The next backoff delay for `key`, doubling per consecutive failure.
+    fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = (*n + 1).min(16);
+        BACKOFF_BASE.saturating_mul(1 << (*n - 1)).min(BACKOFF_MAX)
+    }
+
+    fn reset_backoff(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+fn object_key(md: &ModelDeployment) -> String {
+    format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any())
+}
+
+/// Reconcile one ModelDeployment, with metrics.
+pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_steps(&md, &ctx).await;
+    let m = &ctx.metrics;
+    m.duration
+        .with_label_values(&[CONTROLLER])
+        .observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => m.reconciles.with_label_values(&[CONTROLLER, "ok"]).inc(),
+        Err(e) => {
+            m.reconciles.with_label_values(&[CONTROLLER, "error"]).inc();
+            m.errors.with_label_values(&[CONTROLLER, e.reason()]).inc();
+        }
+    }
+    result
+}
+
+/// Transient failures: retry with backoff. (Invalid specs never get here: the reconcile
+/// reports them in the status and waits for a change.)
+pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&object_key(&md));
+    tracing::warn!(name = %md.name_any(), namespace = ?md.namespace(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
+    let name = md.name_any();
+    let namespace = md
+        .namespace()
+        .ok_or_else(|| Error::NotNamespaced(name.clone()))?;
+    let key = object_key(md);
+    let client = ctx.client.clone();
+    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), &namespace);
+    let old = md.status.clone().unwrap_or_default();
+    let now = (ctx.clock)();
+    let endpoints = children::endpoints(&name, &namespace);
+    let base = |step| status::Inputs {
+        generation: md.metadata.generation,
+        now: now.clone(),
+        auto_rollback: md.spec.rollout.auto_rollback,
+        endpoints: endpoints.clone(),
+        step,
+    };
+
+    // validate
+    let valid = match validate::validate(&md.spec) {
+        Ok(valid) => valid,
+        Err(err) => {
+            ctx.metrics
+                .errors
+                .with_label_values(&[CONTROLLER, err.reason()])
+                .inc();
+            let inputs = base(status::Step::Invalid {
+                reason: err.reason(),
+                message: err.to_string(),
+            });
+            finish(md, ctx, &mds, &old, status::next(&old, &inputs)).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    // fetch
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let config = match fetch::registry_config(&secrets, &namespace, &valid.registry).await {
+        Ok(config) => config,
+        Err(err) if err.is_user_error() => {
+            ctx.metrics
+                .errors
+                .with_label_values(&[CONTROLLER, err.reason()])
+                .inc();
+            let inputs = base(status::Step::Invalid {
+                reason: err.reason(),
+                message: err.to_string(),
+            });
+            finish(md, ctx, &mds, &old, status::next(&old, &inputs)).await?;
+            return Ok(Action::requeue(MISSING_SECRET_RETRY));
+        }
+        Err(err) => return Err(err.into()),
+    };
+
+    // resolve
+    let target = &valid.target;
+    let registry = ctx.connector.connect(&config);
+    let spec_lookup = match &registry {
+        Ok(registry) => resolve::lookup(registry, &target.model_ref()).await,
+        Err(err) if err.is_transient() => Lookup::Unreachable(err.to_string()),
+        Err(err) => Lookup::Rejected {
+            reason: err.reason(),
+            message: err.to_string(),
+        },
+    };
+    let alias_version = match &spec_lookup {
+        Lookup::Found(v) if matches!(target, validate::ModelTarget::Alias { .. }) => {
+            Some(v.version.as_str())
+        }
+        _ => None,
+    };
+    let pin_lookup = match (&old.rollback_pin, &registry) {
+        (Some(pin), Ok(registry)) if resolve::pin_holds(pin, target, alias_version) => Some(
+            resolve::lookup(
+                registry,
+                &mooring_registry::ModelRef::version(target.name(), &pin.version),
+            )
+            .await,
+        ),
+        _ => None,
+    };
+    let decision = resolve::decide(target, &old, &spec_lookup, pin_lookup.as_ref());
+    if let Err((reason, _)) = &decision.registry {
+        ctx.metrics
+            .errors
+            .with_label_values(&[CONTROLLER, reason])
+            .inc();
+    }
+
+    // build, apply, read back
+    let observation = match &decision.version {
+        // A registry outage changes nothing that runs.
+        Some(version) if !decision.registry_unreachable => {
+            let owner = md
+                .controller_owner_ref(&())
+                .ok_or_else(|| Error::NotNamespaced(name.clone()))?;
+            let desired = children::build(md, owner, &valid, version, &ctx.default_image);
+            let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+            let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+            let deployment = apply::children(&deployments, &services, &desired).await?;
+            let mut observation = rollout::observe(&deployment, &[]);
+            let seen = deployment
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                >= deployment.metadata.generation;
+            if observation.rollout == Rollout::Progressing
+                && seen
+                && observation.replicas.updated > 0
+            {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+                let pods = apply::pods_of_version(&pods, &name, &version.version).await?;
+                observation = rollout::observe(&deployment, &pods);
+            }
+            ctx.metrics
+                .set_version(&namespace, &name, target.name(), &version.version);
+            Some(observation)
+        }
+        _ => None,
+    };
+
+    // status and events
+    let inputs = base(status::Step::Resolved {
+        target,
+        decision: &decision,
+        observation: observation.as_ref(),
+    });
+    let new = status::next(&old, &inputs);
+    let rolling = matches!(
+        observation.as_ref().map(|o| &o.rollout),
+        Some(Rollout::Progressing)
+    );
+    let pinned_by_rollback = new.rollback_pin.is_some() && old.rollback_pin.is_none();
+    finish(md, ctx, &mds, &old, new).await?;
+
+    let resolve_every = Duration::from_secs(md.spec.rollout.resolve_interval_seconds.max(5) as u64);
+    if decision.registry_unreachable {
+        return Ok(Action::requeue(ctx.backoff(&key).min(resolve_every)));
+    }
+    ctx.reset_backoff(&key);
+    Ok(if pinned_by_rollback {
+        // Apply the rollback at once.
+        Action::requeue(Duration::from_millis(100))
+    } else if rolling {
+        Action::requeue(ROLLOUT_RECHECK.min(resolve_every))
+    } else {
+        Action::requeue(resolve_every)
+    })
+}
+
+/// Write the status if it changed and publish the Events of its transitions.
+async fn finish(
+    md: &ModelDeployment,
+    ctx: &Context,
+    mds: &Api<ModelDeployment>,
+    old: &mooring_crds::ModelDeploymentStatus,
+    new: mooring_crds::ModelDeploymentStatus,
+) -> Result<()> {
+    if &new == old {
+        return Ok(());
+    }
+    apply::status(mds, &md.name_any(), &new).await?;
+    let transitions = status::transitions(old, &new);
+    events::publish(&ctx.recorder, md, &transitions).await;
+    Ok(())
+}
+
+/// Run the controller until `shutdown` resolves. `namespace` limits it to one namespace.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (mds, deployments, services) = match namespace {
+        Some(ns) => (
+            Api::<ModelDeployment>::namespaced(client.clone(), ns),
+            Api::<Deployment>::namespaced(client.clone(), ns),
+            Api::<Service>::namespaced(client, ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
+    };
+    // Only our children: watching every Deployment of the cluster would cost memory for nothing.
+    let children =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=mooring-operator");
+    Controller::new(mds, watcher::Config::default().any_semantic())
+        .owns(deployments, children.clone())
+        .owns(services, children)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(name = %object.name, namespace = ?object.namespace, "reconciled"),
+                Err(err) => tracing::debug!(error = %err, "reconcile error"),
+            }
+        })
+        .await;
+}

@@ -1,0 +1,605 @@
+//! Compute the next status from the old one and what this reconcile decided and observed
+//! (pure), and the Events that the change deserves: transitions only.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use mooring_crds::model_deployment::{
+    Endpoints, HISTORY_LIMIT, HistoryEntry, ModelDeploymentStatus, PinSource, RollbackPin,
+    RolloutOutcome, condition,
+};
+
+use super::conditions;
+use super::resolve::{Decision, Source, VersionInfo};
+use super::rollout::{Observation, Rollout};
+use super::validate::ModelTarget;
+
+/// What happened in this reconcile.
+#[derive(Clone, Debug)]
+pub enum Step<'a> {
+    /// The spec (or something it references) is wrong: nothing was applied.
+    Invalid { reason: &'a str, message: String },
+    /// The version in force was decided; `observation` is `None` when nothing was applied
+    /// (registry unreachable, or no version to serve yet).
+    Resolved {
+        target: &'a ModelTarget,
+        decision: &'a Decision,
+        observation: Option<&'a Observation>,
+    },
+}
+
+/// Everything the next status depends on besides the old status.
+#[derive(Clone, Debug)]
+pub struct Inputs<'a> {
+    pub generation: Option<i64>,
+    pub now: Time,
+    pub auto_rollback: bool,
+    pub endpoints: Endpoints,
+    pub step: Step<'a>,
+}
+
+/// The next status.
+pub fn next(old: &ModelDeploymentStatus, inputs: &Inputs<'_>) -> ModelDeploymentStatus {
+    let mut new = old.clone();
+    new.observed_generation = inputs.generation;
+    let (generation, now) = (inputs.generation, &inputs.now);
+    let conds = &mut new.conditions;
+    match &inputs.step {
+        Step::Invalid { reason, message } => {
+            conditions::set(
+                conds,
+                condition::READY,
+                false,
+                reason,
+                message.clone(),
+                generation,
+                now,
+            );
+        }
+        Step::Resolved {
+            target,
+            decision,
+            observation,
+        } => {
+            match &decision.registry {
+                Ok(()) => {
+                    let version = decision
+                        .alias_version
+                        .clone()
+                        .or_else(|| decision.version.as_ref().map(|v| v.version.clone()));
+                    let message = format!(
+                        "{} is version {}",
+                        target.model_ref(),
+                        version.unwrap_or_default()
+                    );
+                    conditions::set(
+                        conds,
+                        condition::REGISTRY_REACHABLE,
+                        true,
+                        "Resolved",
+                        message,
+                        generation,
+                        now,
+                    );
+                }
+                Err((reason, message)) => {
+                    let reachable = !decision.registry_unreachable;
+                    conditions::set(
+                        conds,
+                        condition::REGISTRY_REACHABLE,
+                        reachable,
+                        reason,
+                        message.clone(),
+                        generation,
+                        now,
+                    );
+                }
+            }
+            new.rollback_pin = decision.rollback_pin.clone();
+            match (&decision.version, observation) {
+                (None, _) => {
+                    let (reason, message) = decision
+                        .registry
+                        .clone()
+                        .err()
+                        .unwrap_or(("NoVersion", String::new()));
+                    let message = format!("nothing to serve yet: {message}");
+                    conditions::set(
+                        conds,
+                        condition::READY,
+                        false,
+                        reason,
+                        message,
+                        generation,
+                        now,
+                    );
+                }
+                // Nothing applied: what runs keeps running, the other conditions stand.
+                (Some(_), None) => {}
+                (Some(version), Some(obs)) => {
+                    new.resolved_version = Some(version.version.clone());
+                    new.model_uri = version.uri.clone().or(new
+                        .model_uri
+                        .filter(|_| old.resolved_version.as_ref() == Some(&version.version)));
+                    new.model_digest = version.digest.clone();
+                    new.replicas = Some(obs.replicas.desired);
+                    new.ready_replicas = Some(obs.replicas.ready);
+                    new.updated_replicas = Some(obs.replicas.updated);
+                    new.endpoints = Some(inputs.endpoints.clone());
+                    record_rollout(&mut new, version, obs, now);
+                    if let Rollout::Failed(message) = &obs.rollout {
+                        maybe_pin(
+                            &mut new,
+                            target,
+                            decision,
+                            message,
+                            inputs.auto_rollback,
+                            now,
+                        );
+                    }
+                    rollout_conditions(&mut new, version, obs, generation, now);
+                }
+            }
+        }
+    }
+    new
+}
+
+/// Update `history` with the version in force and how its rollout goes.
+fn record_rollout(
+    status: &mut ModelDeploymentStatus,
+    version: &VersionInfo,
+    obs: &Observation,
+    now: &Time,
+) {
+    let history = &mut status.history;
+    if history.last().map(|h| &h.version) != Some(&version.version) {
+        if let Some(last) = history.last_mut() {
+            if matches!(
+                last.outcome,
+                RolloutOutcome::Progressing | RolloutOutcome::Ready
+            ) {
+                last.outcome = RolloutOutcome::Superseded;
+            }
+        }
+        history.push(HistoryEntry {
+            version: version.version.clone(),
+            digest: version.digest.clone(),
+            started_at: now.clone(),
+            ready_at: None,
+            outcome: RolloutOutcome::Progressing,
+            message: None,
+        });
+        if history.len() > HISTORY_LIMIT {
+            history.drain(..history.len() - HISTORY_LIMIT);
+        }
+    }
+    let last = history.last_mut().expect("pushed above");
+    match &obs.rollout {
+        Rollout::Complete if last.outcome != RolloutOutcome::Ready => {
+            last.outcome = RolloutOutcome::Ready;
+            last.ready_at.get_or_insert_with(|| now.clone());
+            last.message = None;
+        }
+        Rollout::Failed(message) if last.outcome == RolloutOutcome::Progressing => {
+            last.outcome = RolloutOutcome::Failed;
+            last.message = Some(message.clone());
+        }
+        _ => {}
+    }
+}
+
+/// After a failed rollout of the alias's version, pin the last version that became ready.
+fn maybe_pin(
+    status: &mut ModelDeploymentStatus,
+    target: &ModelTarget,
+    decision: &Decision,
+    message: &str,
+    auto_rollback: bool,
+    now: &Time,
+) {
+    let ModelTarget::Alias { alias, .. } = target else {
+        return;
+    };
+    if !auto_rollback || decision.source != Source::Alias || status.rollback_pin.is_some() {
+        return;
+    }
+    let Some(failed) = decision.version.as_ref().map(|v| v.version.clone()) else {
+        return;
+    };
+    let Some(good) = status
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.version != failed && h.ready_at.is_some())
+    else {
+        return;
+    };
+    status.rollback_pin = Some(RollbackPin {
+        version: good.version.clone(),
+        replaces_version: failed,
+        alias: Some(alias.clone()),
+        set_by: PinSource::AutoRollback,
+        reason: message.to_string(),
+        since: now.clone(),
+    });
+}
+
+fn rollout_conditions(
+    status: &mut ModelDeploymentStatus,
+    version: &VersionInfo,
+    obs: &Observation,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let v = &version.version;
+    let r = obs.replicas;
+    let conds = &mut status.conditions;
+    let (ready, reason) = match () {
+        _ if r.desired == 0 => (true, "ScaledToZero"),
+        _ if r.ready >= r.desired => (true, "Available"),
+        _ => (false, "ReplicasNotReady"),
+    };
+    let message = format!("{}/{} replicas ready", r.ready, r.desired);
+    conditions::set(
+        conds,
+        condition::READY,
+        ready,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    let (progressing, reason, message) = match &obs.rollout {
+        Rollout::Progressing => (
+            true,
+            "RollingOut",
+            format!(
+                "rolling out version {v}: {}/{} updated",
+                r.updated, r.desired
+            ),
+        ),
+        Rollout::Complete => (
+            false,
+            "RolloutComplete",
+            format!("version {v} is rolled out"),
+        ),
+        Rollout::Failed(m) => (false, "RolloutFailed", format!("version {v}: {m}")),
+    };
+    conditions::set(
+        conds,
+        condition::PROGRESSING,
+        progressing,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    let (degraded, reason, message) = match (&status.rollback_pin, &obs.rollout) {
+        (Some(pin), _) => (
+            true,
+            "RolledBack",
+            format!(
+                "version {} failed ({}); serving version {} until the alias moves past {}",
+                pin.replaces_version, pin.reason, pin.version, pin.replaces_version
+            ),
+        ),
+        (None, Rollout::Failed(m)) => (
+            true,
+            "RolloutFailed",
+            format!("version {v}: {m}; no earlier version to roll back to"),
+        ),
+        (None, _) => (false, "AsExpected", String::new()),
+    };
+    conditions::set(
+        conds,
+        condition::DEGRADED,
+        degraded,
+        reason,
+        message,
+        generation,
+        now,
+    );
+}
+
+/// Whether an Event is routine or needs attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Normal,
+    Warning,
+}
+
+/// An Event to publish about the ModelDeployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub severity: Severity,
+    pub reason: String,
+    pub note: String,
+}
+
+/// The Events the change from `old` to `new` deserves: one per transition, none when
+/// nothing changed (so a steady resource emits nothing).
+pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<Transition> {
+    let mut out = Vec::new();
+    let mut push = |severity, reason: &str, note: String| {
+        out.push(Transition {
+            severity,
+            reason: reason.into(),
+            note,
+        })
+    };
+    let (old_last, new_last) = (old.history.last(), new.history.last());
+    if let Some(n) = new_last {
+        let same_entry =
+            old_last.is_some_and(|o| o.version == n.version && o.started_at == n.started_at);
+        if !same_entry {
+            let from = old
+                .resolved_version
+                .as_deref()
+                .map(|v| format!(" (was {v})"))
+                .unwrap_or_default();
+            push(
+                Severity::Normal,
+                "RollingOut",
+                format!("rolling out version {}{from}", n.version),
+            );
+        }
+        let old_outcome = old_last.filter(|_| same_entry).map(|o| o.outcome);
+        if old_outcome != Some(n.outcome) {
+            match n.outcome {
+                RolloutOutcome::Ready => push(
+                    Severity::Normal,
+                    "RolloutComplete",
+                    format!("version {} is ready", n.version),
+                ),
+                RolloutOutcome::Failed => push(
+                    Severity::Warning,
+                    "RolloutFailed",
+                    format!(
+                        "version {}: {}",
+                        n.version,
+                        n.message.clone().unwrap_or_default()
+                    ),
+                ),
+                _ => {}
+            }
+        }
+    }
+    match (&old.rollback_pin, &new.rollback_pin) {
+        (old_pin, Some(pin)) if old_pin.as_ref() != Some(pin) => push(
+            Severity::Warning,
+            "RolledBack",
+            format!(
+                "rolled back to version {}: version {} failed ({})",
+                pin.version, pin.replaces_version, pin.reason
+            ),
+        ),
+        (Some(pin), None) => push(
+            Severity::Normal,
+            "RollbackPinCleared",
+            format!(
+                "the spec or alias moved past version {}; the rollback pin to {} is cleared",
+                pin.replaces_version, pin.version
+            ),
+        ),
+        _ => {}
+    }
+    for type_ in [condition::REGISTRY_REACHABLE, condition::READY] {
+        let before = conditions::get(&old.conditions, type_);
+        let Some(after) = conditions::get(&new.conditions, type_) else {
+            continue;
+        };
+        let changed = before.is_none_or(|b| {
+            b.status != after.status || (after.status == "False" && b.reason != after.reason)
+        });
+        if !changed {
+            continue;
+        }
+        // A first `True` is routine and already told by RolloutComplete / nothing at all.
+        if after.status == "True" && before.is_none() {
+            continue;
+        }
+        let severity = if after.status == "True" {
+            Severity::Normal
+        } else {
+            Severity::Warning
+        };
+        let reason = if after.status == "True" {
+            format!("{type_}")
+        } else {
+            after.reason.clone()
+        };
+        push(severity, &reason, after.message.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::at;
+    use crate::controller::resolve::Lookup;
+    use crate::controller::rollout::Replicas;
+
+    fn alias() -> ModelTarget {
+        ModelTarget::Alias {
+            name: "iris".into(),
+            alias: "production".into(),
+        }
+    }
+    fn info(v: &str) -> VersionInfo {
+        VersionInfo {
+            version: v.into(),
+            uri: Some(format!("file:///models/iris/{v}")),
+            digest: None,
+        }
+    }
+    fn decision(v: &str, source: Source) -> Decision {
+        Decision {
+            version: Some(info(v)),
+            source,
+            rollback_pin: None,
+            registry: Ok(()),
+            registry_unreachable: false,
+            alias_version: Some(v.into()),
+        }
+    }
+    fn obs(rollout: Rollout) -> Observation {
+        Observation {
+            rollout,
+            replicas: Replicas {
+                desired: 1,
+                ready: 1,
+                updated: 1,
+            },
+        }
+    }
+    fn step_at(
+        old: &ModelDeploymentStatus,
+        d: &Decision,
+        o: &Observation,
+        t: i64,
+    ) -> ModelDeploymentStatus {
+        let target = alias();
+        let inputs = Inputs {
+            generation: Some(1),
+            now: at(t),
+            auto_rollback: true,
+            endpoints: Endpoints::default(),
+            step: Step::Resolved {
+                target: &target,
+                decision: d,
+                observation: Some(o),
+            },
+        };
+        next(old, &inputs)
+    }
+    fn cond<'a>(
+        s: &'a ModelDeploymentStatus,
+        t: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        conditions::get(&s.conditions, t).unwrap()
+    }
+
+    #[test]
+    fn failed_rollout_pins_the_last_ready_version_and_degrades() {
+        let s1 = step_at(
+            &ModelDeploymentStatus::default(),
+            &decision("1", Source::Alias),
+            &obs(Rollout::Complete),
+            10,
+        );
+        assert_eq!(s1.history[0].outcome, RolloutOutcome::Ready);
+        let s2 = step_at(
+            &s1,
+            &decision("2", Source::Alias),
+            &obs(Rollout::Progressing),
+            20,
+        );
+        assert_eq!(s2.history.len(), 2);
+        assert_eq!(s2.history[0].outcome, RolloutOutcome::Superseded);
+        let s3 = step_at(
+            &s2,
+            &decision("2", Source::Alias),
+            &obs(Rollout::Failed("ProgressDeadlineExceeded".into())),
+            30,
+        );
+        assert_eq!(s3.history[1].outcome, RolloutOutcome::Failed);
+        let pin = s3.rollback_pin.clone().unwrap();
+        assert_eq!(
+            (pin.version.as_str(), pin.replaces_version.as_str()),
+            ("1", "2")
+        );
+        assert_eq!(cond(&s3, condition::DEGRADED).status, "True");
+        assert_eq!(cond(&s3, condition::DEGRADED).reason, "RolledBack");
+        let events = transitions(&s2, &s3);
+        let reasons: Vec<_> = events.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, vec!["RolloutFailed", "RolledBack"]);
+        assert!(events.iter().all(|e| e.severity == Severity::Warning));
+    }
+
+    #[test]
+    fn no_pin_without_auto_rollback_or_an_earlier_ready_version() {
+        let s = step_at(
+            &ModelDeploymentStatus::default(),
+            &decision("1", Source::Alias),
+            &obs(Rollout::Failed("crash".into())),
+            10,
+        );
+        assert_eq!(s.rollback_pin, None);
+        assert_eq!(cond(&s, condition::DEGRADED).reason, "RolloutFailed");
+    }
+
+    #[test]
+    fn steady_state_emits_no_events_and_keeps_transition_times() {
+        let d = decision("1", Source::Alias);
+        let s1 = step_at(
+            &ModelDeploymentStatus::default(),
+            &d,
+            &obs(Rollout::Complete),
+            10,
+        );
+        let s2 = step_at(&s1, &d, &obs(Rollout::Complete), 20);
+        assert!(transitions(&s1, &s2).is_empty());
+        assert_eq!(cond(&s2, condition::READY).last_transition_time, at(10));
+        assert_eq!(s1.history, s2.history);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut s = ModelDeploymentStatus::default();
+        for v in 1..=(HISTORY_LIMIT as i64 + 5) {
+            s = step_at(
+                &s,
+                &decision(&v.to_string(), Source::Alias),
+                &obs(Rollout::Complete),
+                v,
+            );
+        }
+        assert_eq!(s.history.len(), HISTORY_LIMIT);
+        assert_eq!(
+            s.history.last().unwrap().version,
+            (HISTORY_LIMIT + 5).to_string()
+        );
+    }
+
+    #[test]
+    fn registry_unreachable_sets_the_condition_and_keeps_the_rest() {
+        let s1 = step_at(
+            &ModelDeploymentStatus::default(),
+            &decision("1", Source::Alias),
+            &obs(Rollout::Complete),
+            10,
+        );
+        let target = alias();
+        let d = crate::controller::resolve::decide(
+            &target,
+            &s1,
+            &Lookup::Unreachable("connection refused".into()),
+            None,
+        );
+        let inputs = Inputs {
+            generation: Some(1),
+            now: at(20),
+            auto_rollback: true,
+            endpoints: Endpoints::default(),
+            step: Step::Resolved {
+                target: &target,
+                decision: &d,
+                observation: None,
+            },
+        };
+        let s2 = next(&s1, &inputs);
+        assert_eq!(cond(&s2, condition::REGISTRY_REACHABLE).status, "False");
+        assert_eq!(
+            cond(&s2, condition::READY).status,
+            "True",
+            "what runs keeps serving"
+        );
+        assert_eq!(s2.resolved_version.as_deref(), Some("1"));
+        let events = transitions(&s1, &s2);
+        assert!(
+            events
+                .iter()
+                .any(|e| e.reason == "RegistryUnreachable" && e.severity == Severity::Warning)
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! Prometheus metrics of the operator.
+
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("registering metric: {0}")]
+    Register(#[from] prometheus::Error),
+}
+
+/// The operator's metrics, registered in their own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Reconciles by controller and result (`ok`, `error`).
+    pub reconciles: IntCounterVec,
+    /// Failed reconciles (or invalid specs) by controller and reason.
+    pub errors: IntCounterVec,
+    /// Reconcile duration by controller.
+    pub duration: HistogramVec,
+    /// The version in force per ModelDeployment (numeric registry versions).
+    pub resolved_version: GaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self> {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new(
+                "mooring_operator_reconciles_total",
+                "Reconciles by controller and result",
+            ),
+            &["controller", "result"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "mooring_operator_reconcile_errors_total",
+                "Reconcile errors and invalid specs by reason",
+            ),
+            &["controller", "reason"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "mooring_operator_reconcile_duration_seconds",
+                "Reconcile duration",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["controller"],
+        )?;
+        let resolved_version = GaugeVec::new(
+            Opts::new(
+                "mooring_model_deployment_resolved_version",
+                "The registry version in force per ModelDeployment",
+            ),
+            &["namespace", "name", "model"],
+        )?;
+        registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(resolved_version.clone()))?;
+        Ok(Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            resolved_version,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        // Encoding our own, valid families into a String cannot fail.
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_default()
+    }
+
+    /// Record the version in force (non-numeric versions are not exported).
+    pub fn set_version(&self, namespace: &str, name: &str, model: &str, version: &str) {
+        if let Ok(v) = version.parse::<f64>() {
+            self.resolved_version
+                .with_label_values(&[namespace, name, model])
+                .set(v);
+        }
+    }
+
+    /// Forget a deleted ModelDeployment.
+    pub fn forget(&self, namespace: &str, name: &str, model: &str) {
+        let _ = self
+            .resolved_version
+            .remove_label_values(&[namespace, name, model]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_all_families() {
+        let m = Metrics::new().unwrap();
+        m.reconciles
+            .with_label_values(&["modeldeployment", "ok"])
+            .inc();
+        m.errors
+            .with_label_values(&["modeldeployment", "RegistryUnreachable"])
+            .inc();
+        m.duration
+            .with_label_values(&["modeldeployment"])
+            .observe(0.01);
+        m.set_version("ml", "iris", "iris-classifier", "3");
+        let text = m.render();
+        assert!(
+            text.contains(
+                "mooring_operator_reconciles_total{controller=\"modeldeployment\",result=\"ok\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("reason=\"RegistryUnreachable\""));
+        assert!(text.contains("mooring_operator_reconcile_duration_seconds_bucket"));
+        assert!(text.contains("mooring_model_deployment_resolved_version{model=\"iris-classifier\",name=\"iris\",namespace=\"ml\"} 3"));
+    }
+}
