@@ -1,4 +1,5 @@
 //! Prediction log and drift statistics.
 #![forbid(unsafe_code)]
 
+pub mod log;
 pub mod stats;

@@ -1,0 +1,220 @@
+//! Reading a window of logged predictions back from a sink.
+//!
+//! Every `predictions-*.jsonl` file (or object) under the sink is scanned; records of other
+//! models or versions, or older than `since`, are skipped. A last line without its newline
+//! that does not parse is a write cut short by a crash: skipped and counted in
+//! `truncated_lines`, never fatal. Other unparseable lines are counted in `invalid_lines`.
+//! With `max_samples`, the most recent records are kept.
+
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+
+use super::record::PredictionRecord;
+use super::sink::{S3Options, SinkError, SinkUrl};
+
+/// Which records to read.
+#[derive(Clone, Debug, Default)]
+pub struct ReadQuery {
+    pub model: String,
+    /// `None` reads every version.
+    pub version: Option<String>,
+    /// Only records at or after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Keep at most this many (the most recent).
+    pub max_samples: Option<usize>,
+}
+
+/// What the scan saw, for the report.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ReadStats {
+    pub files: usize,
+    pub lines: usize,
+    /// Records of this model/version in the window, before `max_samples`.
+    pub matched: usize,
+    pub truncated_lines: usize,
+    pub invalid_lines: usize,
+}
+
+fn is_log_file(name: &str) -> bool {
+    name.starts_with("predictions-") && name.ends_with(".jsonl")
+}
+
+/// Read the records `query` selects from the sink at `sink_url`.
+pub async fn read_records(
+    sink_url: &str,
+    query: &ReadQuery,
+    s3: &S3Options,
+) -> Result<(Vec<PredictionRecord>, ReadStats), SinkError> {
+    let url = SinkUrl::parse(sink_url)?;
+    let mut stats = ReadStats::default();
+    let mut records = Vec::new();
+    match url {
+        SinkUrl::Dir(dir) => {
+            let mut entries = tokio::fs::read_dir(&dir)
+                .await
+                .map_err(|source| SinkError::Io {
+                    context: format!("listing the prediction log directory {}", dir.display()),
+                    source,
+                })?;
+            let io = |context: String| move |source| SinkError::Io { context, source };
+            while let Some(entry) = entries
+                .next_entry()
+                .await
+                .map_err(io(format!("listing {}", dir.display())))?
+            {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if !is_log_file(&name) {
+                    continue;
+                }
+                // A file last written before the window cannot hold records inside it.
+                if let (Some(since), Ok(meta)) = (query.since_ms, entry.metadata().await) {
+                    let modified_ms = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as i64);
+                    if modified_ms.is_some_and(|m| m < since) {
+                        continue;
+                    }
+                }
+                let bytes = tokio::fs::read(entry.path())
+                    .await
+                    .map_err(io(format!("reading {}", entry.path().display())))?;
+                stats.files += 1;
+                parse_lines(&bytes, query, &mut records, &mut stats);
+            }
+        }
+        SinkUrl::S3 { bucket, prefix } => {
+            let store = SinkUrl::object_store(&bucket, s3)?;
+            let list_prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.as_str()));
+            let objects: Vec<_> = store
+                .list(list_prefix.as_ref())
+                .try_collect()
+                .await
+                .map_err(|source| SinkError::ObjectStore {
+                    context: format!("listing s3://{bucket}/{prefix}"),
+                    source,
+                })?;
+            for meta in objects {
+                let name = meta.location.filename().unwrap_or_default().to_string();
+                if !is_log_file(&name) {
+                    continue;
+                }
+                if query
+                    .since_ms
+                    .is_some_and(|since| meta.last_modified.timestamp_millis() < since)
+                {
+                    continue;
+                }
+                let ctx = || format!("reading s3://{bucket}/{}", meta.location);
+                let got =
+                    store
+                        .get(&meta.location)
+                        .await
+                        .map_err(|source| SinkError::ObjectStore {
+                            context: ctx(),
+                            source,
+                        })?;
+                let bytes = got.bytes().await.map_err(|source| SinkError::ObjectStore {
+                    context: ctx(),
+                    source,
+                })?;
+                stats.files += 1;
+                parse_lines(&bytes, query, &mut records, &mut stats);
+            }
+        }
+    }
+    stats.matched = records.len();
+    if let Some(max) = query.max_samples {
+        if records.len() > max {
+            // Most recent first, then keep `max`.
+            records.sort_by_key(|r| std::cmp::Reverse(r.ts_ms));
+            records.truncate(max);
+        }
+    }
+    Ok((records, stats))
+}
+
+/// Parse JSON lines, keeping the records the query selects.
+pub fn parse_lines(
+    bytes: &[u8],
+    query: &ReadQuery,
+    out: &mut Vec<PredictionRecord>,
+    stats: &mut ReadStats,
+) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (line, terminated, next) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => (&rest[..i], true, &rest[i + 1..]),
+            None => (rest, false, &rest[rest.len()..]),
+        };
+        rest = next;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        stats.lines += 1;
+        match serde_json::from_slice::<PredictionRecord>(line) {
+            Ok(rec) => {
+                let selected = rec.model == query.model
+                    && query.version.as_ref().is_none_or(|v| *v == rec.version)
+                    && query.since_ms.is_none_or(|s| rec.ts_ms >= s);
+                if selected {
+                    out.push(rec);
+                }
+            }
+            Err(_) if !terminated => stats.truncated_lines += 1,
+            Err(e) => {
+                stats.invalid_lines += 1;
+                tracing::warn!(error = %e, "skipping an invalid prediction log line");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(model: &str, version: &str, ts: i64) -> String {
+        let mut r = PredictionRecord::now(model, version, "r", "api_v1");
+        r.ts_ms = ts;
+        serde_json::to_string(&r).unwrap() + "\n"
+    }
+
+    #[test]
+    fn a_truncated_last_line_is_counted_not_fatal() {
+        let full = line("m", "1", 10);
+        let data = format!("{full}{}", &full[..full.len() / 2]);
+        let (mut out, mut stats) = (Vec::new(), ReadStats::default());
+        let q = ReadQuery {
+            model: "m".into(),
+            ..Default::default()
+        };
+        parse_lines(data.as_bytes(), &q, &mut out, &mut stats);
+        assert_eq!(out.len(), 1);
+        assert_eq!(stats.truncated_lines, 1);
+        assert_eq!(stats.invalid_lines, 0);
+    }
+
+    #[test]
+    fn filters_model_version_and_window() {
+        let data = [
+            line("m", "1", 10),
+            line("m", "2", 20),
+            line("other", "1", 30),
+            line("m", "1", 5),
+        ]
+        .concat();
+        let q = ReadQuery {
+            model: "m".into(),
+            version: Some("1".into()),
+            since_ms: Some(8),
+            max_samples: None,
+        };
+        let (mut out, mut stats) = (Vec::new(), ReadStats::default());
+        parse_lines(data.as_bytes(), &q, &mut out, &mut stats);
+        assert_eq!(out.iter().map(|r| r.ts_ms).collect::<Vec<_>>(), vec![10]);
+        assert_eq!(stats.lines, 4);
+    }
+}
