@@ -118,6 +118,11 @@ fn check_file_name(file: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Lowercase hex sha256 of bytes in memory.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// Lowercase hex sha256 of a file's bytes.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path)

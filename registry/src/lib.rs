@@ -10,6 +10,7 @@ mod cache;
 mod config;
 mod digest;
 pub mod local;
+pub mod mlflow;
 mod model_ref;
 mod signature;
 
