@@ -310,3 +310,29 @@ fn cli_flags_are_consistent_and_parse() {
     assert_eq!(cli.auth.rate_limit_per_second, 2.5);
     assert_eq!(cli.auth.rate_limit_burst, 5);
 }
+
+#[test]
+fn reloading_outside_a_runtime_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys");
+    write_keys(&path, &[hash("alice-secret")]);
+    let err = Auth::from_args(&keys_args(&path)).err().unwrap();
+    assert!(err.to_string().starts_with("api-keys-file"), "{err}");
+}
+
+#[tokio::test]
+async fn reloader_stops_when_the_keys_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys");
+    write_keys(&path, &[hash("alice-secret")]);
+    let keys = mooring_chat::auth::ApiKeys::load(&path).unwrap();
+    let task = keys.spawn_reloader(
+        &tokio::runtime::Handle::current(),
+        Duration::from_millis(10),
+    );
+    drop(keys);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("reloader still running after its keys were dropped")
+        .unwrap();
+}

@@ -138,13 +138,18 @@ impl KeySet {
     }
 }
 
-/// The keys in force, swapped in place when the file changes.
+/// The keys in force, swapped in place when the file changes (cheap to clone: shared).
 #[derive(Debug, Clone)]
 pub struct ApiKeys {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     path: PathBuf,
-    current: Arc<RwLock<Arc<KeySet>>>,
-    /// Modification time and length of the file when it was last read.
-    seen: Arc<RwLock<Option<(SystemTime, u64)>>>,
+    current: RwLock<Arc<KeySet>>,
+    /// Modification time and length of the file when it was last read (successfully or not).
+    seen: RwLock<Option<(SystemTime, u64)>>,
 }
 
 impl ApiKeys {
@@ -153,10 +158,13 @@ impl ApiKeys {
         let path = path.into();
         let seen = file_stamp(&path);
         let set = KeySet::load(&path)?;
-        Ok(Self {
+        let inner = Inner {
             path,
-            current: Arc::new(RwLock::new(Arc::new(set))),
-            seen: Arc::new(RwLock::new(seen)),
+            current: RwLock::new(Arc::new(set)),
+            seen: RwLock::new(seen),
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
         })
     }
 
@@ -167,7 +175,8 @@ impl ApiKeys {
 
     /// The key set in force now.
     pub fn snapshot(&self) -> Arc<KeySet> {
-        self.current
+        self.inner
+            .current
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -175,31 +184,41 @@ impl ApiKeys {
 
     /// Re-reads the file if its modification time or length changed. Returns whether new keys
     /// were installed. A file that no longer parses keeps the old keys (and the error is
-    /// returned), so a half-written Secret update never opens or locks the server.
+    /// returned, once per change), so a half-written Secret update never opens or locks the
+    /// server.
     pub fn reload_if_changed(&self) -> Result<bool, KeysFileError> {
-        let stamp = file_stamp(&self.path);
-        if stamp == *self.seen.read().unwrap_or_else(|e| e.into_inner()) {
-            return Ok(false);
+        let inner = &self.inner;
+        let stamp = file_stamp(&inner.path);
+        {
+            let mut seen = inner.seen.write().unwrap_or_else(|e| e.into_inner());
+            if stamp == *seen {
+                return Ok(false);
+            }
+            *seen = stamp;
         }
-        let set = KeySet::load(&self.path)?;
-        tracing::info!(path = %self.path.display(), keys = set.len(), "reloaded API keys");
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
-        *self.seen.write().unwrap_or_else(|e| e.into_inner()) = stamp;
+        let set = KeySet::load(&inner.path)?;
+        tracing::info!(path = %inner.path.display(), keys = set.len(), "reloaded API keys");
+        *inner.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         Ok(true)
     }
 
-    /// Polls the file every `interval` on the tokio runtime and reloads it on change. Polling
-    /// (not inotify) because Kubernetes updates a mounted Secret by swapping a symlink, which
-    /// file watchers easily miss; a stat every few seconds costs nothing. Abort the returned
-    /// handle to stop.
-    pub fn spawn_reloader(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
-        let keys = self.clone();
-        tokio::spawn(async move {
+    /// Polls the file every `interval` on the current tokio runtime and reloads it on change.
+    /// Polling (not inotify) because Kubernetes updates a mounted Secret by swapping a
+    /// symlink, which file watchers easily miss; a stat every few seconds costs nothing. The
+    /// task ends by itself once every clone of these keys is dropped.
+    pub fn spawn_reloader(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let keys = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
-                if let Err(error) = keys.reload_if_changed() {
+                let Some(inner) = keys.upgrade() else { return };
+                if let Err(error) = (ApiKeys { inner }).reload_if_changed() {
                     tracing::error!(%error, "API keys file changed but cannot be used; keeping the previous keys");
                 }
             }

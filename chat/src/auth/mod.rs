@@ -81,6 +81,8 @@ pub enum AuthError {
     BadRate(f64),
     #[error("api-keys-reload-seconds: {0} is not a finite number > 0")]
     BadReloadInterval(f64),
+    #[error("api-keys-file: reloading needs a tokio runtime; call Auth::from_args inside one")]
+    NoRuntime,
 }
 
 /// The identity a request was made with: the key's name from the keys file, `key-` and a
@@ -148,7 +150,9 @@ impl Auth {
     pub fn from_args(args: &AuthArgs) -> Result<Self, AuthError> {
         let auth = Self::new(args)?;
         if let Some(keys) = &auth.keys {
-            keys.spawn_reloader(Duration::from_secs_f64(args.reload_seconds));
+            let runtime =
+                tokio::runtime::Handle::try_current().map_err(|_| AuthError::NoRuntime)?;
+            keys.spawn_reloader(&runtime, Duration::from_secs_f64(args.reload_seconds));
         }
         Ok(auth)
     }
