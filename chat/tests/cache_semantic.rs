@@ -236,3 +236,31 @@ async fn measure_embedding_and_lookup_cost() {
     let per_lookup = started.elapsed() / rounds as u32;
     println!("lookup over {entries} entries x 384: {per_lookup:?} ({found}/{rounds} hits)");
 }
+
+/// The embedder agrees with an independent numpy implementation of the same model
+/// (cache_minilm_reference.py, golden output in cache_minilm_golden.json): tokenisation,
+/// the BERT forward pass, mean pooling and normalisation all match.
+#[test]
+fn embeddings_match_an_independent_reference() {
+    let golden: serde_json::Value =
+        serde_json::from_str(include_str!("cache_minilm_golden.json")).unwrap();
+    let cases = golden.as_array().unwrap();
+    assert!(cases.len() >= 4);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let expected: Vec<f32> = case["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let actual = EMBEDDER.embed(text).unwrap();
+        assert_eq!(actual.len(), expected.len());
+        let worst = actual
+            .iter()
+            .zip(&expected)
+            .map(|(a, e)| (a - e).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{text:?}: largest difference {worst}");
+    }
+}
