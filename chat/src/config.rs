@@ -126,6 +126,9 @@ pub struct ChatArgs {
 
     #[command(flatten)]
     pub auth: crate::auth::AuthArgs,
+
+    #[command(flatten)]
+    pub cache: crate::cache::CacheArgs,
 }
 
 #[cfg(test)]

@@ -7,9 +7,11 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
+use crate::auth::KeyId;
 use crate::backend::{
     Backend, ChatMessage, EventStream, FinishReason, GenerationRequest, Role, StreamEvent, Usage,
 };
+use crate::cache::{CacheRequest, Caches, SemanticLookup};
 use crate::error::{ChatError, Result};
 use crate::memory::{Session, SessionStore};
 use crate::metrics::ChatMetrics;
@@ -41,6 +43,43 @@ pub struct Prepared {
     pub user_text: String,
 }
 
+impl Prepared {
+    /// The conversation as one text: what the caches compare.
+    fn cache_prompt(&self) -> String {
+        self.generation
+            .messages
+            .iter()
+            .map(|m| format!("{}: {}", m.role.as_str(), m.content))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The parameters that change an answer, in a canonical form.
+    fn cache_params(&self) -> String {
+        let g = &self.generation;
+        serde_json::json!({
+            "max_tokens": g.max_tokens, "temperature": g.temperature, "seed": g.seed, "stop": g.stop,
+        })
+        .to_string()
+    }
+}
+
+/// What the caches keep: a complete answer.
+#[derive(Debug, Clone)]
+pub struct CachedAnswer {
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+}
+
+/// A cache miss, with what storing the answer later needs.
+struct CacheMiss {
+    key: KeyId,
+    prompt: String,
+    params: String,
+    embedding: Option<Vec<f32>>,
+}
+
 /// A complete answer.
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -59,6 +98,8 @@ pub struct Engine {
     pub metrics: ChatMetrics,
     pub system_prompt: Option<String>,
     pub max_tokens: u32,
+    /// Answers of session-less requests, per API key.
+    pub caches: Arc<Caches<CachedAnswer>>,
 }
 
 /// Checks a session id: short, printable, no separators that would confuse Redis keys or
@@ -147,10 +188,22 @@ impl Engine {
         })
     }
 
-    /// Generates the whole answer and stores the turn.
+    /// Generates the whole answer (or takes it from a cache) and stores the turn.
     pub async fn complete(&self, prepared: Prepared, endpoint: &'static str) -> Result<Completion> {
+        let miss = match self.cached(&prepared, endpoint).await {
+            Ok(hit) => {
+                return Ok(Completion {
+                    text: hit.text,
+                    finish_reason: hit.finish_reason,
+                    usage: hit.usage,
+                    session: None,
+                });
+            }
+            Err(miss) => miss,
+        };
         let stream = self.generate(&prepared, endpoint).await?;
         let (text, finish_reason, usage) = crate::backend::collect(stream).await?;
+        self.cache_store(miss, &text, finish_reason, usage);
         let session = self.remember(&prepared, &text).await?;
         Ok(Completion {
             text,
@@ -163,14 +216,28 @@ impl Engine {
     /// Streams the answer; the turn is stored when the stream completes (a client that
     /// disconnects early leaves no half answer in memory).
     pub async fn stream(&self, prepared: Prepared, endpoint: &'static str) -> Result<EventStream> {
+        let miss = match self.cached(&prepared, endpoint).await {
+            Ok(hit) => {
+                let events = vec![
+                    Ok(StreamEvent::Delta(hit.text)),
+                    Ok(StreamEvent::Done { finish_reason: hit.finish_reason, usage: hit.usage }),
+                ];
+                return Ok(Box::pin(futures::stream::iter(events)));
+            }
+            Err(miss) => miss,
+        };
         let mut inner = self.generate(&prepared, endpoint).await?;
         let engine = self.clone();
+        let mut miss = Some(miss);
         Ok(Box::pin(async_stream::stream! {
             let mut text = String::new();
             while let Some(event) = inner.next().await {
                 match &event {
                     Ok(StreamEvent::Delta(delta)) => text.push_str(delta),
-                    Ok(StreamEvent::Done { .. }) => {
+                    Ok(StreamEvent::Done { finish_reason, usage }) => {
+                        if let Some(miss) = miss.take() {
+                            engine.cache_store(miss, &text, *finish_reason, *usage);
+                        }
                         if let Err(e) = engine.remember(&prepared, &text).await {
                             tracing::warn!(error = %e, "cannot store the turn in session memory");
                         }
@@ -180,6 +247,70 @@ impl Engine {
                 yield event;
             }
         }))
+    }
+
+    /// Looks the request up in the caches (session-less requests only). `Err` is a miss,
+    /// carrying what [`Engine::cache_store`] needs later (`None` when not cacheable).
+    async fn cached(
+        &self,
+        prepared: &Prepared,
+        endpoint: &'static str,
+    ) -> Result<CachedAnswer, Option<CacheMiss>> {
+        if prepared.session_id.is_some() {
+            return Err(None);
+        }
+        let key = KeyId::new(prepared.owner.as_str());
+        let prompt = prepared.cache_prompt();
+        let params = prepared.cache_params();
+        let model = self.backend.model_name();
+        let request = CacheRequest {
+            key: &key,
+            model,
+            prompt: &prompt,
+            session_id: None,
+            params: &params,
+        };
+        let hit = |cache: &'static str, answer: CachedAnswer| {
+            self.metrics.cache_hits.with_label_values(&[cache]).inc();
+            self.metrics.outcome(endpoint, "cache_hit");
+            answer
+        };
+        if let Some(answer) = self.caches.exact.as_ref().and_then(|c| c.get(&request)) {
+            return Ok(hit("exact", answer));
+        }
+        let mut embedding = None;
+        if let Some(semantic) = &self.caches.semantic {
+            match semantic.lookup(&request).await {
+                Ok(SemanticLookup::Hit { value, .. }) => return Ok(hit("semantic", value)),
+                Ok(SemanticLookup::Miss { embedding: e }) => embedding = Some(e),
+                Ok(SemanticLookup::Bypass) => {}
+                // A cache failure must not fail the request: generate instead.
+                Err(e) => tracing::warn!(error = %e, "semantic cache lookup failed"),
+            }
+        }
+        Err(Some(CacheMiss {
+            key,
+            prompt,
+            params,
+            embedding,
+        }))
+    }
+
+    fn cache_store(&self, miss: Option<CacheMiss>, text: &str, finish_reason: FinishReason, usage: Usage) {
+        let Some(miss) = miss else { return };
+        let request = CacheRequest {
+            key: &miss.key,
+            model: self.backend.model_name(),
+            prompt: &miss.prompt,
+            session_id: None,
+            params: &miss.params,
+        };
+        let answer = CachedAnswer {
+            text: text.to_string(),
+            finish_reason,
+            usage,
+        };
+        self.caches.store(&request, miss.embedding, answer);
     }
 
     async fn remember(&self, prepared: &Prepared, answer: &str) -> Result<Option<Session>> {

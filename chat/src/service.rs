@@ -18,7 +18,8 @@ use crate::backend::openai::{OpenAiBackend, RemoteOptions};
 use crate::backend::retry::RetryPolicy;
 use crate::backend::{Backend, BackendError, Role};
 use crate::config::{BackendKind, ChatArgs, MemoryStoreKind};
-use crate::engine::{ChatRequest, Engine};
+use crate::cache::{CacheError, Caches};
+use crate::engine::{CachedAnswer, ChatRequest, Engine};
 use crate::error::ChatError;
 use crate::guard::{Guard, GuardError};
 use crate::memory::in_process::InProcessStore;
@@ -44,6 +45,8 @@ pub enum BuildError {
     Guard(#[from] GuardError),
     #[error("auth: {0}")]
     Auth(#[from] crate::auth::AuthError),
+    #[error("cache: {0}")]
+    Cache(#[from] CacheError),
 }
 
 /// State shared by the HTTP handlers and the gRPC service.
@@ -175,7 +178,12 @@ impl ChatService {
         let metrics = ChatMetrics::register(registry)?;
         let guard = Arc::new(Guard::from_args(&args.guard)?);
         let auth = Auth::from_args(&args.auth)?;
-        Ok(Self::from_parts(args, backend, store, metrics, guard, auth))
+        let cache_args = args.cache.clone();
+        // Loading the embedding model reads ~90 MB: off the async workers.
+        let caches = tokio::task::spawn_blocking(move || Caches::from_args(&cache_args))
+            .await
+            .map_err(|e| BackendError::Load(format!("the cache loading thread failed: {e}")))??;
+        Ok(Self::from_parts(args, backend, store, metrics, guard, auth, caches))
     }
 
     /// Assembles a service from ready parts (tests use it to put a fake backend in).
@@ -186,6 +194,7 @@ impl ChatService {
         metrics: ChatMetrics,
         guard: Arc<Guard>,
         auth: Auth,
+        caches: Caches<CachedAnswer>,
     ) -> Self {
         let engine = Engine {
             backend,
@@ -193,6 +202,7 @@ impl ChatService {
             metrics,
             system_prompt: args.chat_system_prompt.clone(),
             max_tokens: args.chat_max_tokens,
+            caches: Arc::new(caches),
         };
         ChatService {
             shared: Shared {

@@ -369,3 +369,29 @@ async fn grpc_unary_and_streaming_chat_share_memory() {
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     assert!(bad.message().contains("prompt"), "{}", bad.message());
 }
+
+#[tokio::test]
+async fn exact_cache_answers_repeated_sessionless_prompts_only() {
+    let (backend, router, registry) = setup(&[]);
+    let ask = |content: &str| json!({"messages": [{"role": "user", "content": content}]}).to_string();
+    let first = call(&router, "POST", "/v1/chat/completions", &[], Some(&ask("What is AI?"))).await.json();
+    // Same prompt up to case and whitespace: served from the cache, streamed or not.
+    let second = call(&router, "POST", "/v1/chat/completions", &[], Some(&ask("what  is AI?"))).await.json();
+    assert_eq!(second["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"]);
+    let mut streamed = serde_json::from_str::<Value>(&ask("What is AI?")).unwrap();
+    streamed["stream"] = json!(true);
+    let sse = call(&router, "POST", "/v1/chat/completions", &[], Some(&streamed.to_string())).await;
+    assert!(sse.text.contains("echo: What is AI?"), "{}", sse.text);
+    assert_eq!(backend.received.lock().unwrap().len(), 1, "answered from the cache");
+
+    // Different parameters, or a session: generated again.
+    let mut longer = serde_json::from_str::<Value>(&ask("What is AI?")).unwrap();
+    longer["max_tokens"] = json!(3);
+    call(&router, "POST", "/v1/chat/completions", &[], Some(&longer.to_string())).await;
+    let h = [("x-session-id", "cache-bypass")];
+    call(&router, "POST", "/v1/chat/completions", &h, Some(&ask("What is AI?"))).await;
+    assert_eq!(backend.received.lock().unwrap().len(), 3);
+
+    let text = metrics_text(&registry);
+    assert!(text.contains(r#"mooring_chat_cache_hits_total{cache="exact"} 2"#), "{text}");
+}

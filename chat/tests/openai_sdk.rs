@@ -43,6 +43,8 @@ async fn openai_sdk_streaming_and_not_against_the_local_model() {
         "--chat-backend", "local",
         "--chat-gguf", gguf.to_str().unwrap(),
         "--chat-temperature", "0",
+        // Every call must reach the model here, not the answer cache.
+        "--cache-exact", "off",
     ]);
     let registry = prometheus::Registry::new();
     let service = mooring_chat::ChatService::build(&args, &registry).await.unwrap();

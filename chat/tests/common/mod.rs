@@ -123,8 +123,9 @@ pub fn service_with(
     let guard = Arc::new(Guard::from_args(&args.guard).unwrap());
     let auth = Auth::new(&args.auth).unwrap();
     let _: &AuthArgs = &args.auth;
+    let caches = mooring_chat::cache::Caches::from_args(&args.cache).unwrap();
     (
-        ChatService::from_parts(&args, backend, store, metrics, guard, auth),
+        ChatService::from_parts(&args, backend, store, metrics, guard, auth, caches),
         registry,
     )
 }
