@@ -29,7 +29,12 @@ pub enum MemoryStoreKind {
 #[derive(Debug, Clone, Args)]
 pub struct ChatArgs {
     /// Which LLM backend answers chat requests.
-    #[arg(long, env = "MOORING_CHAT_BACKEND", value_enum, default_value = "local")]
+    #[arg(
+        long,
+        env = "MOORING_CHAT_BACKEND",
+        value_enum,
+        default_value = "local"
+    )]
     pub chat_backend: BackendKind,
 
     /// Base URL of the ollama or openai backend (e.g. http://127.0.0.1:11434, or
@@ -78,7 +83,11 @@ pub struct ChatArgs {
     pub chat_connect_timeout_secs: u64,
 
     /// Limit on waiting for a remote backend's first token (per attempt), in seconds.
-    #[arg(long, env = "MOORING_CHAT_FIRST_TOKEN_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(
+        long,
+        env = "MOORING_CHAT_FIRST_TOKEN_TIMEOUT_SECS",
+        default_value_t = 60
+    )]
     pub chat_first_token_timeout_secs: u64,
 
     /// Longest silence from a remote backend in the middle of an answer, in seconds.
@@ -94,7 +103,12 @@ pub struct ChatArgs {
     pub chat_retry_base_ms: u64,
 
     /// Where session memory is kept.
-    #[arg(long, env = "MOORING_CHAT_MEMORY_STORE", value_enum, default_value = "memory")]
+    #[arg(
+        long,
+        env = "MOORING_CHAT_MEMORY_STORE",
+        value_enum,
+        default_value = "memory"
+    )]
     pub chat_memory_store: MemoryStoreKind,
 
     /// Redis URL for `--chat-memory-store redis`, e.g. redis://127.0.0.1:6379.
@@ -102,7 +116,11 @@ pub struct ChatArgs {
     pub chat_redis_url: Option<String>,
 
     /// Prefix of the Redis keys (several chat services can share one Redis).
-    #[arg(long, env = "MOORING_CHAT_REDIS_PREFIX", default_value = "mooring:chat")]
+    #[arg(
+        long,
+        env = "MOORING_CHAT_REDIS_PREFIX",
+        default_value = "mooring:chat"
+    )]
     pub chat_redis_prefix: String,
 
     /// Turns (question + answer) remembered per session; older ones are dropped first.
@@ -118,7 +136,11 @@ pub struct ChatArgs {
     pub chat_memory_ttl_secs: u64,
 
     /// Sessions kept by the in-process store (least recently used are evicted).
-    #[arg(long, env = "MOORING_CHAT_MEMORY_MAX_SESSIONS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "MOORING_CHAT_MEMORY_MAX_SESSIONS",
+        default_value_t = 10_000
+    )]
     pub chat_memory_max_sessions: usize,
 
     #[command(flatten)]

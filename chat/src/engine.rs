@@ -115,7 +115,9 @@ pub fn validate_session_id(id: &str) -> Result<()> {
     } else {
         Err(ChatError::invalid(
             "session_id",
-            format!("must be 1 to {MAX_SESSION_ID_LEN} characters of A-Z, a-z, 0-9, '-', '_' or '.'"),
+            format!(
+                "must be 1 to {MAX_SESSION_ID_LEN} characters of A-Z, a-z, 0-9, '-', '_' or '.'"
+            ),
         ))
     }
 }
@@ -220,7 +222,10 @@ impl Engine {
             Ok(hit) => {
                 let events = vec![
                     Ok(StreamEvent::Delta(hit.text)),
-                    Ok(StreamEvent::Done { finish_reason: hit.finish_reason, usage: hit.usage }),
+                    Ok(StreamEvent::Done {
+                        finish_reason: hit.finish_reason,
+                        usage: hit.usage,
+                    }),
                 ];
                 return Ok(Box::pin(futures::stream::iter(events)));
             }
@@ -296,7 +301,13 @@ impl Engine {
         }))
     }
 
-    fn cache_store(&self, miss: Option<CacheMiss>, text: &str, finish_reason: FinishReason, usage: Usage) {
+    fn cache_store(
+        &self,
+        miss: Option<CacheMiss>,
+        text: &str,
+        finish_reason: FinishReason,
+        usage: Usage,
+    ) {
         let Some(miss) = miss else { return };
         let request = CacheRequest {
             key: &miss.key,
@@ -339,7 +350,9 @@ impl Engine {
         };
         let metrics = self.metrics.clone();
         let backend = self.backend.kind();
-        Ok(Box::pin(measured(inner, metrics, backend, endpoint, started)))
+        Ok(Box::pin(measured(
+            inner, metrics, backend, endpoint, started,
+        )))
     }
 }
 

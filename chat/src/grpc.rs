@@ -30,7 +30,9 @@ impl GrpcChat {
     fn to_chat(&self, request: Request<proto::ChatRequest>) -> Result<ChatRequest, Status> {
         let headers = request.metadata().clone().into_headers();
         let key = self.shared.auth.identify(&headers).map_err(|_| {
-            Status::unauthenticated("authorization: a valid API key is required (`authorization: Bearer <key>`)")
+            Status::unauthenticated(
+                "authorization: a valid API key is required (`authorization: Bearer <key>`)",
+            )
         })?;
         self.shared
             .auth
@@ -92,7 +94,8 @@ fn usage(u: Usage) -> proto::Usage {
     }
 }
 
-type ChatStreamResult = Pin<Box<dyn Stream<Item = Result<proto::ChatStreamResponse, Status>> + Send>>;
+type ChatStreamResult =
+    Pin<Box<dyn Stream<Item = Result<proto::ChatStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ChatService for GrpcChat {

@@ -1,8 +1,6 @@
 //! Prometheus metrics of chat mode, registered in the registry the server passes in.
 
-use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, exponential_buckets,
-};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, exponential_buckets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -55,7 +53,10 @@ impl ChatMetrics {
             &["kind"],
         )?;
         let cache_hits = IntCounterVec::new(
-            Opts::new("mooring_chat_cache_hits_total", "Answers served from a cache"),
+            Opts::new(
+                "mooring_chat_cache_hits_total",
+                "Answers served from a cache",
+            ),
             &["cache"],
         )?;
         let guard_detections = IntCounterVec::new(

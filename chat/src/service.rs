@@ -17,8 +17,8 @@ use crate::backend::ollama::OllamaBackend;
 use crate::backend::openai::{OpenAiBackend, RemoteOptions};
 use crate::backend::retry::RetryPolicy;
 use crate::backend::{Backend, BackendError, Role};
-use crate::config::{BackendKind, ChatArgs, MemoryStoreKind};
 use crate::cache::{CacheError, Caches};
+use crate::config::{BackendKind, ChatArgs, MemoryStoreKind};
 use crate::engine::{CachedAnswer, ChatRequest, Engine};
 use crate::error::ChatError;
 use crate::guard::{Guard, GuardError};
@@ -172,7 +172,10 @@ pub struct ChatService {
 impl ChatService {
     /// Loads the backend (the local model is read on a blocking thread), connects the
     /// session store and registers the metrics.
-    pub async fn build(args: &ChatArgs, registry: &prometheus::Registry) -> Result<Self, BuildError> {
+    pub async fn build(
+        args: &ChatArgs,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, BuildError> {
         let backend = build_backend(args).await?;
         let store = build_store(args).await?;
         let metrics = ChatMetrics::register(registry)?;
@@ -183,7 +186,9 @@ impl ChatService {
         let caches = tokio::task::spawn_blocking(move || Caches::from_args(&cache_args))
             .await
             .map_err(|e| BackendError::Load(format!("the cache loading thread failed: {e}")))??;
-        Ok(Self::from_parts(args, backend, store, metrics, guard, auth, caches))
+        Ok(Self::from_parts(
+            args, backend, store, metrics, guard, auth, caches,
+        ))
     }
 
     /// Assembles a service from ready parts (tests use it to put a fake backend in).
@@ -318,10 +323,11 @@ async fn build_store(args: &ChatArgs) -> Result<Arc<dyn SessionStore>, BuildErro
     };
     Ok(match args.chat_memory_store {
         MemoryStoreKind::Memory => {
-            let max = NonZeroUsize::new(args.chat_memory_max_sessions).ok_or(BuildError::Config {
-                flag: "--chat-memory-max-sessions",
-                message: "must be at least 1".into(),
-            })?;
+            let max =
+                NonZeroUsize::new(args.chat_memory_max_sessions).ok_or(BuildError::Config {
+                    flag: "--chat-memory-max-sessions",
+                    message: "must be at least 1".into(),
+                })?;
             Arc::new(InProcessStore::new(max, limits))
         }
         MemoryStoreKind::Redis => {

@@ -63,18 +63,32 @@ fn setup(flags: &[&str]) -> (Arc<ScriptedBackend>, axum::Router, prometheus::Reg
 #[tokio::test]
 async fn completion_has_openai_shape_and_usage() {
     let (_, router, _) = setup(&[]);
-    let body = json!({"model": "scripted", "messages": [{"role": "user", "content": "hello there"}]});
-    let reply = call(&router, "POST", "/v1/chat/completions", &[], Some(&body.to_string())).await;
+    let body =
+        json!({"model": "scripted", "messages": [{"role": "user", "content": "hello there"}]});
+    let reply = call(
+        &router,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        Some(&body.to_string()),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let v = reply.json();
     assert_eq!(v["object"], "chat.completion");
     assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
     assert_eq!(v["model"], "scripted");
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
-    assert_eq!(v["choices"][0]["message"]["content"], "echo: hello there (turns: 1)");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "echo: hello there (turns: 1)"
+    );
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert_eq!(v["usage"]["completion_tokens"], 5);
-    assert_eq!(v["usage"]["total_tokens"], v["usage"]["prompt_tokens"].as_u64().unwrap() + 5);
+    assert_eq!(
+        v["usage"]["total_tokens"],
+        v["usage"]["prompt_tokens"].as_u64().unwrap() + 5
+    );
 }
 
 #[tokio::test]
@@ -85,17 +99,36 @@ async fn streaming_sends_role_deltas_finish_usage_then_done() {
         "max_tokens": 2,
         "messages": [{"role": "user", "content": "hi"}]
     });
-    let reply = call(&router, "POST", "/v1/chat/completions", &[], Some(&body.to_string())).await;
+    let reply = call(
+        &router,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        Some(&body.to_string()),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert!(reply.headers["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        reply.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let data: Vec<&str> = reply
         .text
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .collect();
     assert_eq!(*data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let text: String = chunks
         .iter()
@@ -112,23 +145,52 @@ async fn streaming_sends_role_deltas_finish_usage_then_done() {
 #[tokio::test]
 async fn session_turns_are_prepended_after_the_system_prompt() {
     let (backend, router, _) = setup(&["--chat-system-prompt", "Be kind."]);
-    let ask = |content: &str| json!({"model": "scripted", "messages": [{"role": "user", "content": content}]}).to_string();
+    let ask = |content: &str| {
+        json!({"model": "scripted", "messages": [{"role": "user", "content": content}]}).to_string()
+    };
     let h = [("x-session-id", "s-1")];
-    let first = call(&router, "POST", "/v1/chat/completions", &h, Some(&ask("my name is Ada"))).await;
+    let first = call(
+        &router,
+        "POST",
+        "/v1/chat/completions",
+        &h,
+        Some(&ask("my name is Ada")),
+    )
+    .await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
     assert_eq!(first.headers["x-session-id"], "s-1");
-    let second = call(&router, "POST", "/v1/chat/completions", &h, Some(&ask("what is my name?"))).await;
-    assert_eq!(second.json()["choices"][0]["message"]["content"], "echo: what is my name? (turns: 2)");
+    let second = call(
+        &router,
+        "POST",
+        "/v1/chat/completions",
+        &h,
+        Some(&ask("what is my name?")),
+    )
+    .await;
+    assert_eq!(
+        second.json()["choices"][0]["message"]["content"],
+        "echo: what is my name? (turns: 2)"
+    );
 
     let seen = backend.last_request().messages;
     let roles: Vec<Role> = seen.iter().map(|m| m.role).collect();
-    assert_eq!(roles, [Role::System, Role::User, Role::Assistant, Role::User]);
+    assert_eq!(
+        roles,
+        [Role::System, Role::User, Role::Assistant, Role::User]
+    );
     assert_eq!(seen[0].content, "Be kind.");
     assert_eq!(seen[1].content, "my name is Ada");
     assert_eq!(seen[2].content, "echo: my name is Ada (turns: 1)");
 
     // Without the session id nothing is remembered.
-    call(&router, "POST", "/v1/chat/completions", &[], Some(&ask("alone"))).await;
+    call(
+        &router,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        Some(&ask("alone")),
+    )
+    .await;
     assert_eq!(backend.last_request().messages.len(), 2);
 }
 
@@ -153,29 +215,53 @@ async fn memory_keeps_only_the_last_max_turns() {
 #[tokio::test]
 async fn api_chat_and_session_endpoints() {
     let (_, router, _) = setup(&[]);
-    let first = call(&router, "POST", "/api/v1/chat", &[], Some(r#"{"prompt": "hello"}"#)).await;
+    let first = call(
+        &router,
+        "POST",
+        "/api/v1/chat",
+        &[],
+        Some(r#"{"prompt": "hello"}"#),
+    )
+    .await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
     let v = first.json();
     let id = v["session_id"].as_str().unwrap().to_string();
     assert_eq!(v["response"], "echo: hello (turns: 1)");
     assert_eq!(v["conversation_length"], 1);
-    assert_eq!(v["memory_stats"], json!({"total_messages": 2, "human_messages": 1, "ai_messages": 1}));
+    assert_eq!(
+        v["memory_stats"],
+        json!({"total_messages": 2, "human_messages": 1, "ai_messages": 1})
+    );
 
     let body = json!({"prompt": "again", "session_id": id}).to_string();
-    let second = call(&router, "POST", "/api/v1/chat", &[], Some(&body)).await.json();
+    let second = call(&router, "POST", "/api/v1/chat", &[], Some(&body))
+        .await
+        .json();
     assert_eq!(second["conversation_length"], 2);
     assert_eq!(second["memory_stats"]["total_messages"], 4);
 
     let session = call(&router, "GET", &format!("/api/v1/sessions/{id}"), &[], None).await;
     assert_eq!(session.status, StatusCode::OK);
     let s = session.json();
-    assert_eq!(s["messages"][0], json!({"role": "user", "content": "hello"}));
+    assert_eq!(
+        s["messages"][0],
+        json!({"role": "user", "content": "hello"})
+    );
     assert_eq!(s["messages"].as_array().unwrap().len(), 4);
 
-    let list = call(&router, "GET", "/api/v1/sessions", &[], None).await.json();
+    let list = call(&router, "GET", "/api/v1/sessions", &[], None)
+        .await
+        .json();
     assert_eq!(list["sessions"], json!([id]));
 
-    let deleted = call(&router, "DELETE", &format!("/api/v1/sessions/{id}"), &[], None).await;
+    let deleted = call(
+        &router,
+        "DELETE",
+        &format!("/api/v1/sessions/{id}"),
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(deleted.status, StatusCode::OK);
     let gone = call(&router, "GET", &format!("/api/v1/sessions/{id}"), &[], None).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
@@ -188,9 +274,16 @@ async fn sessions_belong_to_the_key_that_created_them() {
     let keys = dir.path().join("keys");
     let line = |secret: &str, name: &str| {
         use sha2::Digest;
-        format!("sha256:{} {name}\n", hex::encode(sha2::Sha256::digest(secret)))
+        format!(
+            "sha256:{} {name}\n",
+            hex::encode(sha2::Sha256::digest(secret))
+        )
     };
-    std::fs::write(&keys, line("alice-secret", "alice") + &line("bob-secret", "bob")).unwrap();
+    std::fs::write(
+        &keys,
+        line("alice-secret", "alice") + &line("bob-secret", "bob"),
+    )
+    .unwrap();
     let (_, router, _) = setup(&["--api-keys-file", keys.to_str().unwrap()]);
     let alice = [("authorization", "Bearer alice-secret")];
     let bob = [("authorization", "Bearer bob-secret")];
@@ -198,21 +291,53 @@ async fn sessions_belong_to_the_key_that_created_them() {
     let body = r#"{"prompt": "secret plans", "session_id": "alice-1"}"#;
     let unauthenticated = call(&router, "POST", "/api/v1/chat", &[], Some(body)).await;
     assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(call(&router, "POST", "/api/v1/chat", &alice, Some(body)).await.status, StatusCode::OK);
+    assert_eq!(
+        call(&router, "POST", "/api/v1/chat", &alice, Some(body))
+            .await
+            .status,
+        StatusCode::OK
+    );
 
-    assert_eq!(call(&router, "GET", "/api/v1/sessions/alice-1", &alice, None).await.status, StatusCode::OK);
-    assert_eq!(call(&router, "GET", "/api/v1/sessions/alice-1", &bob, None).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(call(&router, "DELETE", "/api/v1/sessions/alice-1", &bob, None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        call(&router, "GET", "/api/v1/sessions/alice-1", &alice, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&router, "GET", "/api/v1/sessions/alice-1", &bob, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&router, "DELETE", "/api/v1/sessions/alice-1", &bob, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
     // Bob cannot write into Alice's session either.
     let hijack = call(&router, "POST", "/api/v1/chat", &bob, Some(body)).await;
     assert_eq!(hijack.status, StatusCode::NOT_FOUND, "{}", hijack.text);
-    assert_eq!(call(&router, "GET", "/api/v1/sessions", &bob, None).await.json()["sessions"], json!([]));
     assert_eq!(
-        call(&router, "GET", "/api/v1/sessions", &alice, None).await.json()["sessions"],
+        call(&router, "GET", "/api/v1/sessions", &bob, None)
+            .await
+            .json()["sessions"],
+        json!([])
+    );
+    assert_eq!(
+        call(&router, "GET", "/api/v1/sessions", &alice, None)
+            .await
+            .json()["sessions"],
         json!(["alice-1"])
     );
-    let session = call(&router, "GET", "/api/v1/sessions/alice-1", &alice, None).await.json();
-    assert_eq!(session["memory_stats"]["total_messages"], 2, "the hijack attempt stored nothing");
+    let session = call(&router, "GET", "/api/v1/sessions/alice-1", &alice, None)
+        .await
+        .json();
+    assert_eq!(
+        session["memory_stats"]["total_messages"], 2,
+        "the hijack attempt stored nothing"
+    );
 }
 
 #[tokio::test]
@@ -222,24 +347,67 @@ async fn bad_input_gets_400_naming_the_field() {
         ("/v1/chat/completions", "{not json", "body"),
         ("/v1/chat/completions", r#"{"model": "scripted"}"#, "body"),
         ("/v1/chat/completions", r#"{"messages": []}"#, "messages"),
-        ("/v1/chat/completions", r#"{"messages": [{"role": "wizard", "content": "x"}]}"#, "messages[0].role"),
-        ("/v1/chat/completions", r#"{"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}"#, "model"),
-        ("/v1/chat/completions", r#"{"max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}"#, "max_tokens"),
-        ("/v1/chat/completions", r#"{"temperature": 9, "messages": [{"role": "user", "content": "x"}]}"#, "temperature"),
-        ("/api/v1/chat", r#"{"prompt": "x", "session_id": "a/b"}"#, "session_id"),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "wizard", "content": "x"}]}"#,
+            "messages[0].role",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}"#,
+            "model",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}"#,
+            "max_tokens",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"temperature": 9, "messages": [{"role": "user", "content": "x"}]}"#,
+            "temperature",
+        ),
+        (
+            "/api/v1/chat",
+            r#"{"prompt": "x", "session_id": "a/b"}"#,
+            "session_id",
+        ),
         ("/api/v1/chat", r#"{"prompt": "  "}"#, "prompt"),
-        ("/api/v1/generate", r#"{"prompt": "x", "session_id": "s"}"#, "session_id"),
+        (
+            "/api/v1/generate",
+            r#"{"prompt": "x", "session_id": "s"}"#,
+            "session_id",
+        ),
     ];
     for (uri, body, param) in cases {
         let reply = call(&router, "POST", uri, &[], Some(body)).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{uri} {body}: {}", reply.text);
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{uri} {body}: {}",
+            reply.text
+        );
         let v = reply.json();
         assert_eq!(v["error"]["param"], param, "{uri} {body}: {v}");
         assert_eq!(v["error"]["type"], "invalid_request_error");
-        assert!(v["error"]["message"].as_str().unwrap().starts_with(param), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().starts_with(param),
+            "{v}"
+        );
     }
-    let missing = call(&router, "POST", "/v1/chat/completions", &[], Some(r#"{"model": "scripted"}"#)).await;
-    assert!(missing.text.contains("messages"), "serde names the missing field: {}", missing.text);
+    let missing = call(
+        &router,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        Some(r#"{"model": "scripted"}"#),
+    )
+    .await;
+    assert!(
+        missing.text.contains("messages"),
+        "serde names the missing field: {}",
+        missing.text
+    );
 }
 
 #[tokio::test]
@@ -262,17 +430,37 @@ async fn guard_blocks_injections_and_generate_secure_reports_the_analysis() {
     let v = blocked.json();
     assert_eq!(v["guard"]["blocked"], true);
     assert_eq!(v["guard"]["injection_detected"], true);
-    assert!(backend.received.lock().unwrap().is_empty(), "a blocked prompt never reaches the backend");
+    assert!(
+        backend.received.lock().unwrap().is_empty(),
+        "a blocked prompt never reaches the backend"
+    );
 
-    let secure = call(&router, "POST", "/api/v1/generate-secure", &[], Some(r#"{"prompt": "What is the capital of Italy?"}"#)).await;
+    let secure = call(
+        &router,
+        "POST",
+        "/api/v1/generate-secure",
+        &[],
+        Some(r#"{"prompt": "What is the capital of Italy?"}"#),
+    )
+    .await;
     assert_eq!(secure.status, StatusCode::OK, "{}", secure.text);
     let s = secure.json();
-    assert_eq!(s["response"], "echo: What is the capital of Italy? (turns: 1)");
+    assert_eq!(
+        s["response"],
+        "echo: What is the capital of Italy? (turns: 1)"
+    );
     assert_eq!(s["guard"]["injection_detected"], false);
     assert_eq!(s["guard"]["blocked"], false);
     assert_eq!(s["guard"]["original_length"], 29);
 
-    let refused = call(&router, "POST", "/api/v1/generate-secure", &[], Some(&json!({"prompt": attack}).to_string())).await;
+    let refused = call(
+        &router,
+        "POST",
+        "/api/v1/generate-secure",
+        &[],
+        Some(&json!({"prompt": attack}).to_string()),
+    )
+    .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     assert_eq!(refused.json()["guard"]["blocked"], true);
 }
@@ -287,13 +475,18 @@ async fn flag_mode_serves_and_marks_the_response() {
     assert!(reply.headers.contains_key("x-prompt-guard"));
     assert_eq!(backend.received.lock().unwrap().len(), 1);
     let text = metrics_text(&registry);
-    assert!(text.contains(r#"mooring_chat_guard_detections_total{action="flagged"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"mooring_chat_guard_detections_total{action="flagged"} 1"#),
+        "{text}"
+    );
 }
 
 fn metrics_text(registry: &prometheus::Registry) -> String {
     use prometheus::Encoder;
     let mut out = Vec::new();
-    prometheus::TextEncoder::new().encode(&registry.gather(), &mut out).unwrap();
+    prometheus::TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .unwrap();
     String::from_utf8(out).unwrap()
 }
 
@@ -302,12 +495,31 @@ async fn metrics_count_outcomes_tokens_and_first_token_latency() {
     let (_, router, registry) = setup(&[]);
     let body = json!({"messages": [{"role": "user", "content": "one two"}]}).to_string();
     call(&router, "POST", "/v1/chat/completions", &[], Some(&body)).await;
-    call(&router, "POST", "/api/v1/generate", &[], Some(r#"{"prompt": "x"}"#)).await;
+    call(
+        &router,
+        "POST",
+        "/api/v1/generate",
+        &[],
+        Some(r#"{"prompt": "x"}"#),
+    )
+    .await;
     let text = metrics_text(&registry);
-    assert!(text.contains(r#"mooring_chat_requests_total{endpoint="chat_completions",outcome="ok"} 1"#), "{text}");
-    assert!(text.contains(r#"mooring_chat_requests_total{endpoint="api_generate",outcome="ok"} 1"#), "{text}");
-    assert!(text.contains(r#"mooring_chat_tokens_total{kind="completion"} 9"#), "{text}");
-    assert!(text.contains(r#"mooring_chat_time_to_first_token_seconds_count{backend="scripted"} 2"#), "{text}");
+    assert!(
+        text.contains(r#"mooring_chat_requests_total{endpoint="chat_completions",outcome="ok"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"mooring_chat_requests_total{endpoint="api_generate",outcome="ok"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"mooring_chat_tokens_total{kind="completion"} 9"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"mooring_chat_time_to_first_token_seconds_count{backend="scripted"} 2"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -335,19 +547,33 @@ async fn grpc_unary_and_streaming_chat_share_memory() {
             .await
             .unwrap()
     });
-    let mut client = ChatServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut client = ChatServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
 
     let reply = client
-        .chat(ChatRequest { prompt: "hello".into(), session_id: "g1".into(), ..Default::default() })
+        .chat(ChatRequest {
+            prompt: "hello".into(),
+            session_id: "g1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(reply.content, "echo: hello (turns: 1)");
     assert_eq!(reply.finish_reason, "stop");
-    assert_eq!(reply.usage.unwrap().completion_tokens, 4, "echo: | hello | (turns: | 1)");
+    assert_eq!(
+        reply.usage.unwrap().completion_tokens,
+        4,
+        "echo: | hello | (turns: | 1)"
+    );
 
     let mut stream = client
-        .chat_stream(ChatRequest { prompt: "again".into(), session_id: "g1".into(), ..Default::default() })
+        .chat_stream(ChatRequest {
+            prompt: "again".into(),
+            session_id: "g1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -363,7 +589,10 @@ async fn grpc_unary_and_streaming_chat_share_memory() {
     assert!(last.usage.is_some());
 
     let bad = client
-        .chat(ChatRequest { prompt: String::new(), ..Default::default() })
+        .chat(ChatRequest {
+            prompt: String::new(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
@@ -373,25 +602,73 @@ async fn grpc_unary_and_streaming_chat_share_memory() {
 #[tokio::test]
 async fn exact_cache_answers_repeated_sessionless_prompts_only() {
     let (backend, router, registry) = setup(&[]);
-    let ask = |content: &str| json!({"messages": [{"role": "user", "content": content}]}).to_string();
-    let first = call(&router, "POST", "/v1/chat/completions", &[], Some(&ask("What is AI?"))).await.json();
+    let ask =
+        |content: &str| json!({"messages": [{"role": "user", "content": content}]}).to_string();
+    let first = call(
+        &router,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        Some(&ask("What is AI?")),
+    )
+    .await
+    .json();
     // Same prompt up to case and whitespace: served from the cache, streamed or not.
-    let second = call(&router, "POST", "/v1/chat/completions", &[], Some(&ask("what  is AI?"))).await.json();
-    assert_eq!(second["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"]);
+    let second = call(
+        &router,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        Some(&ask("what  is AI?")),
+    )
+    .await
+    .json();
+    assert_eq!(
+        second["choices"][0]["message"]["content"],
+        first["choices"][0]["message"]["content"]
+    );
     let mut streamed = serde_json::from_str::<Value>(&ask("What is AI?")).unwrap();
     streamed["stream"] = json!(true);
-    let sse = call(&router, "POST", "/v1/chat/completions", &[], Some(&streamed.to_string())).await;
+    let sse = call(
+        &router,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        Some(&streamed.to_string()),
+    )
+    .await;
     assert!(sse.text.contains("echo: What is AI?"), "{}", sse.text);
-    assert_eq!(backend.received.lock().unwrap().len(), 1, "answered from the cache");
+    assert_eq!(
+        backend.received.lock().unwrap().len(),
+        1,
+        "answered from the cache"
+    );
 
     // Different parameters, or a session: generated again.
     let mut longer = serde_json::from_str::<Value>(&ask("What is AI?")).unwrap();
     longer["max_tokens"] = json!(3);
-    call(&router, "POST", "/v1/chat/completions", &[], Some(&longer.to_string())).await;
+    call(
+        &router,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        Some(&longer.to_string()),
+    )
+    .await;
     let h = [("x-session-id", "cache-bypass")];
-    call(&router, "POST", "/v1/chat/completions", &h, Some(&ask("What is AI?"))).await;
+    call(
+        &router,
+        "POST",
+        "/v1/chat/completions",
+        &h,
+        Some(&ask("What is AI?")),
+    )
+    .await;
     assert_eq!(backend.received.lock().unwrap().len(), 3);
 
     let text = metrics_text(&registry);
-    assert!(text.contains(r#"mooring_chat_cache_hits_total{cache="exact"} 2"#), "{text}");
+    assert!(
+        text.contains(r#"mooring_chat_cache_hits_total{cache="exact"} 2"#),
+        "{text}"
+    );
 }

@@ -46,16 +46,30 @@ fn ask(question: &str, max_tokens: u32) -> GenerationRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_a_factual_question_correctly_and_deterministically() {
     let b = backend();
-    let (first, reason, usage) = collect(b.generate(ask("What is the capital of France?", 40)).await.unwrap())
-        .await
-        .unwrap();
+    let (first, reason, usage) = collect(
+        b.generate(ask("What is the capital of France?", 40))
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(first.contains("Paris"), "answer: {first:?}");
     assert_eq!(reason, FinishReason::Stop, "answer: {first:?}");
-    assert!(usage.prompt_tokens > 10 && usage.completion_tokens > 0, "{usage:?}");
-    assert_eq!(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens);
-    let (second, _, _) = collect(b.generate(ask("What is the capital of France?", 40)).await.unwrap())
-        .await
-        .unwrap();
+    assert!(
+        usage.prompt_tokens > 10 && usage.completion_tokens > 0,
+        "{usage:?}"
+    );
+    assert_eq!(
+        usage.total_tokens,
+        usage.prompt_tokens + usage.completion_tokens
+    );
+    let (second, _, _) = collect(
+        b.generate(ask("What is the capital of France?", 40))
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(first, second, "greedy decoding must be deterministic");
 }
 
@@ -77,16 +91,23 @@ async fn max_tokens_ends_generation_with_length() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_string_ends_generation_and_is_not_returned() {
     let b = backend();
-    let (full, _, _) = collect(b.generate(ask("Count from 1 to 10, separated by commas.", 40)).await.unwrap())
-        .await
-        .unwrap();
+    let (full, _, _) = collect(
+        b.generate(ask("Count from 1 to 10, separated by commas.", 40))
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(full.contains('4'), "answer: {full:?}");
     let mut request = ask("Count from 1 to 10, separated by commas.", 40);
     request.stop = vec!["4".into()];
     let (cut, reason, _) = collect(b.generate(request).await.unwrap()).await.unwrap();
     assert_eq!(reason, FinishReason::Stop);
     assert!(!cut.contains('4'), "stopped answer: {cut:?}");
-    assert!(full.starts_with(&cut), "{cut:?} is not a prefix of {full:?}");
+    assert!(
+        full.starts_with(&cut),
+        "{cut:?} is not a prefix of {full:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,20 +132,27 @@ async fn sampling_with_a_seed_is_reproducible_and_streams_tokens() {
         }
     }
     assert!(deltas > 3, "tokens arrive one by one, got {deltas} deltas");
-    let (again, _, _) = collect(b.generate(sampled(7)).await.unwrap()).await.unwrap();
+    let (again, _, _) = collect(b.generate(sampled(7)).await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(text, again, "same seed, same sample");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_stream_frees_the_model_for_the_next_request() {
     let b = backend();
-    let mut stream = b.generate(ask("Write a very long essay about the sea.", 200)).await.unwrap();
+    let mut stream = b
+        .generate(ask("Write a very long essay about the sea.", 200))
+        .await
+        .unwrap();
     let first = stream.next().await.unwrap().unwrap();
     assert!(matches!(first, StreamEvent::Delta(_)));
     drop(stream);
     // The abandoned generation stops at its next token, so this one is answered well
     // before 200 tokens of the essay could have been generated.
-    let (text, _, _) = collect(b.generate(ask("What is 2 + 2?", 16)).await.unwrap()).await.unwrap();
+    let (text, _, _) = collect(b.generate(ask("What is 2 + 2?", 16)).await.unwrap())
+        .await
+        .unwrap();
     assert!(text.contains('4'), "answer: {text:?}");
 }
 

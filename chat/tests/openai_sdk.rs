@@ -31,7 +31,9 @@ fn run_sdk(plan: Value) -> Value {
 }
 
 async fn run_sdk_async(plan: Value) -> Value {
-    tokio::task::spawn_blocking(move || run_sdk(plan)).await.unwrap()
+    tokio::task::spawn_blocking(move || run_sdk(plan))
+        .await
+        .unwrap()
 }
 
 const SYSTEM: &str = "You are a helpful assistant. Answer briefly.";
@@ -40,14 +42,20 @@ const SYSTEM: &str = "You are a helpful assistant. Answer briefly.";
 async fn openai_sdk_streaming_and_not_against_the_local_model() {
     let gguf = common::gguf();
     let args = common::args(&[
-        "--chat-backend", "local",
-        "--chat-gguf", gguf.to_str().unwrap(),
-        "--chat-temperature", "0",
+        "--chat-backend",
+        "local",
+        "--chat-gguf",
+        gguf.to_str().unwrap(),
+        "--chat-temperature",
+        "0",
         // Every call must reach the model here, not the answer cache.
-        "--cache-exact", "off",
+        "--cache-exact",
+        "off",
     ]);
     let registry = prometheus::Registry::new();
-    let service = mooring_chat::ChatService::build(&args, &registry).await.unwrap();
+    let service = mooring_chat::ChatService::build(&args, &registry)
+        .await
+        .unwrap();
     assert!(service.readiness().await.ready);
     let base = common::serve(service.router()).await;
 
@@ -64,12 +72,21 @@ async fn openai_sdk_streaming_and_not_against_the_local_model() {
     .await;
     assert_eq!(out["models"], json!(["smollm2"]));
     let [plain, streamed, short] = [&out["results"][0], &out["results"][1], &out["results"][2]];
-    assert!(plain["content"].as_str().unwrap().contains("Paris"), "{plain}");
+    assert!(
+        plain["content"].as_str().unwrap().contains("Paris"),
+        "{plain}"
+    );
     assert_eq!(plain["finish_reason"], "stop");
-    assert_eq!(streamed["content"], plain["content"], "greedy: same answer streamed or not");
+    assert_eq!(
+        streamed["content"], plain["content"],
+        "greedy: same answer streamed or not"
+    );
     assert_eq!(streamed["finish_reason"], "stop");
     assert!(streamed["chunks"].as_u64().unwrap() > 3, "{streamed}");
-    assert_eq!(streamed["usage"]["completion_tokens"], plain["usage"]["completion_tokens"]);
+    assert_eq!(
+        streamed["usage"]["completion_tokens"],
+        plain["usage"]["completion_tokens"]
+    );
     assert!(streamed["usage"]["prompt_tokens"].as_u64().unwrap() > 10);
     assert_eq!(short["finish_reason"], "length");
     assert_eq!(short["usage"]["completion_tokens"], 3);
@@ -85,7 +102,10 @@ struct Recorder {
 }
 
 async fn forward(State(r): State<Recorder>, body: Bytes) -> Response {
-    r.bodies.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+    r.bodies
+        .lock()
+        .unwrap()
+        .push(serde_json::from_slice(&body).unwrap());
     let upstream = r
         .client
         .post(format!("{}/v1/chat/completions", r.upstream))
@@ -102,15 +122,25 @@ async fn forward(State(r): State<Recorder>, body: Bytes) -> Response {
 }
 
 async fn models(State(r): State<Recorder>) -> Response {
-    let upstream = r.client.get(format!("{}/v1/models", r.upstream)).send().await.unwrap();
+    let upstream = r
+        .client
+        .get(format!("{}/v1/models", r.upstream))
+        .send()
+        .await
+        .unwrap();
     Response::new(Body::from(upstream.bytes().await.unwrap()))
 }
 
 async fn start_chat(args: &mooring_chat::ChatArgs) -> (String, tokio::task::JoinHandle<()>) {
     let registry = prometheus::Registry::new();
-    let service = mooring_chat::ChatService::build(args, &registry).await.unwrap();
+    let service = mooring_chat::ChatService::build(args, &registry)
+        .await
+        .unwrap();
     let readiness = service.readiness().await;
-    assert!(readiness.ready && readiness.backend_reachable, "{readiness:?}");
+    assert!(
+        readiness.ready && readiness.backend_reachable,
+        "{readiness:?}"
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move { axum::serve(listener, service.router()).await.unwrap() });
@@ -135,14 +165,22 @@ async fn two_turn_conversation_through_llama_server_with_redis_memory_across_a_r
     .await;
     let prefix = format!("mooring-test-{}", uuid::Uuid::new_v4().simple());
     let args = common::args(&[
-        "--chat-backend", "openai",
-        "--chat-url", &proxy,
-        "--chat-model", "smollm2",
-        "--chat-temperature", "0",
-        "--chat-system-prompt", SYSTEM,
-        "--chat-memory-store", "redis",
-        "--chat-redis-url", &redis,
-        "--chat-redis-prefix", &prefix,
+        "--chat-backend",
+        "openai",
+        "--chat-url",
+        &proxy,
+        "--chat-model",
+        "smollm2",
+        "--chat-temperature",
+        "0",
+        "--chat-system-prompt",
+        SYSTEM,
+        "--chat-memory-store",
+        "redis",
+        "--chat-redis-url",
+        &redis,
+        "--chat-redis-prefix",
+        &prefix,
     ]);
     let session = "conversation-1";
 
@@ -180,5 +218,8 @@ async fn two_turn_conversation_through_llama_server_with_redis_memory_across_a_r
             {"role": "user", "content": "What is my name?"},
         ])
     );
-    assert!(answer2.contains("Zorblax"), "turn 2 only makes sense with turn 1: {answer2:?}");
+    assert!(
+        answer2.contains("Zorblax"),
+        "turn 2 only makes sense with turn 1: {answer2:?}"
+    );
 }

@@ -62,7 +62,9 @@ async fn wait_for(flag: &std::sync::atomic::AtomicBool) -> bool {
 async fn openai_streams_the_answer_with_usage_and_sends_the_request_fields() {
     let (url, fake) = fakes::start().await;
     let backend = OpenAiBackend::new(options(&url, "fake", 0)).unwrap();
-    let (text, reason, usage) = collect(backend.generate(hello()).await.unwrap()).await.unwrap();
+    let (text, reason, usage) = collect(backend.generate(hello()).await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(text, "Hello from the fake");
     assert_eq!(reason, FinishReason::Stop);
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (7, 4));
@@ -72,7 +74,10 @@ async fn openai_streams_the_answer_with_usage_and_sends_the_request_fields() {
     assert_eq!(body["max_tokens"], 24);
     assert_eq!(body["seed"], 3);
     assert_eq!(body["stop"][0], "\n\n");
-    assert_eq!(body["messages"][1]["content"], "What is the capital of France?");
+    assert_eq!(
+        body["messages"][1]["content"],
+        "What is the capital of France?"
+    );
     backend.reachable().await.unwrap();
 }
 
@@ -81,7 +86,9 @@ async fn openai_retries_503_before_the_first_token() {
     let (url, fake) = fakes::start().await;
     fake.faults.fail_first.store(2, Ordering::SeqCst);
     let backend = OpenAiBackend::new(options(&url, "fake", 3)).unwrap();
-    let (text, _, _) = collect(backend.generate(hello()).await.unwrap()).await.unwrap();
+    let (text, _, _) = collect(backend.generate(hello()).await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(text, "Hello from the fake");
     assert_eq!(fake.attempts(), 3);
 }
@@ -138,7 +145,11 @@ async fn openai_first_token_timeout_is_retried_then_reported() {
     let mut opts = options(&url, "fake", 1);
     opts.retry.first_event_timeout = Duration::from_millis(200);
     let backend = OpenAiBackend::new(opts).unwrap();
-    let err = backend.generate(hello()).await.err().expect("must time out");
+    let err = backend
+        .generate(hello())
+        .await
+        .err()
+        .expect("must time out");
     assert!(matches!(err, BackendError::Timeout(_)), "{err}");
     assert_eq!(fake.attempts(), 2);
 }
@@ -146,7 +157,11 @@ async fn openai_first_token_timeout_is_retried_then_reported() {
 #[tokio::test]
 async fn unreachable_backend_is_reported_not_ready() {
     // Bind then drop: nothing listens on this port any more.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}");
     let backend = OpenAiBackend::new(options(&url, "fake", 1)).unwrap();
     assert!(backend.reachable().await.is_err());
@@ -160,7 +175,9 @@ async fn unreachable_backend_is_reported_not_ready() {
 async fn ollama_reads_the_documented_ndjson() {
     let (url, fake) = fakes::start().await;
     let backend = OllamaBackend::new(options(&url, "llama3.2", 0)).unwrap();
-    let (text, reason, usage) = collect(backend.generate(hello()).await.unwrap()).await.unwrap();
+    let (text, reason, usage) = collect(backend.generate(hello()).await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(text, "Hello from the fake");
     assert_eq!(reason, FinishReason::Stop);
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (26, 4));
@@ -169,7 +186,10 @@ async fn ollama_reads_the_documented_ndjson() {
     assert_eq!(body["stream"], true);
     assert_eq!(body["options"]["num_predict"], 24);
     assert_eq!(body["options"]["seed"], 3);
-    assert_eq!(body["messages"][0], serde_json::json!({"role": "system", "content": "You are a helpful assistant. Answer briefly."}));
+    assert_eq!(
+        body["messages"][0],
+        serde_json::json!({"role": "system", "content": "You are a helpful assistant. Answer briefly."})
+    );
     backend.reachable().await.unwrap();
 }
 
@@ -178,12 +198,16 @@ async fn ollama_retries_503_and_reports_a_cut_stream() {
     let (url, fake) = fakes::start().await;
     fake.faults.fail_first.store(1, Ordering::SeqCst);
     let backend = OllamaBackend::new(options(&url, "m", 2)).unwrap();
-    collect(backend.generate(hello()).await.unwrap()).await.unwrap();
+    collect(backend.generate(hello()).await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(fake.attempts(), 2);
 
     fake.faults.cut_after.store(2, Ordering::SeqCst);
     fake.faults.pace_ms.store(20, Ordering::SeqCst);
-    let err = collect(backend.generate(hello()).await.unwrap()).await.unwrap_err();
+    let err = collect(backend.generate(hello()).await.unwrap())
+        .await
+        .unwrap_err();
     assert!(matches!(err, BackendError::Unavailable(_)), "{err}");
 }
 
@@ -200,7 +224,9 @@ async fn client_disconnect_cancels_the_backend_request() {
 
     let response = reqwest::Client::new()
         .post(format!("{ours}/v1/chat/completions"))
-        .json(&serde_json::json!({"stream": true, "messages": [{"role": "user", "content": "talk"}]}))
+        .json(
+            &serde_json::json!({"stream": true, "messages": [{"role": "user", "content": "talk"}]}),
+        )
         .send()
         .await
         .unwrap();
@@ -208,10 +234,15 @@ async fn client_disconnect_cancels_the_backend_request() {
     let mut body = response.bytes_stream();
     let mut seen = String::new();
     while !seen.contains(" w1") {
-        seen.push_str(&String::from_utf8_lossy(&body.next().await.unwrap().unwrap()));
+        seen.push_str(&String::from_utf8_lossy(
+            &body.next().await.unwrap().unwrap(),
+        ));
     }
     drop(body);
-    assert!(wait_for(&fake.client_went_away).await, "the backend request was not cancelled");
+    assert!(
+        wait_for(&fake.client_went_away).await,
+        "the backend request was not cancelled"
+    );
     assert!(fake.attempts() == 1);
     // The abandoned stream is counted as cancelled.
     let mut cancelled = false;
@@ -219,9 +250,9 @@ async fn client_disconnect_cancels_the_backend_request() {
         let families = registry.gather();
         cancelled = families.iter().any(|f| {
             f.name() == "mooring_chat_requests_total"
-                && f.get_metric().iter().any(|m| {
-                    m.get_label().iter().any(|l| l.value() == "cancelled")
-                })
+                && f.get_metric()
+                    .iter()
+                    .any(|m| m.get_label().iter().any(|l| l.value() == "cancelled"))
         });
         if cancelled {
             break;
@@ -236,12 +267,22 @@ async fn client_disconnect_cancels_the_backend_request() {
 async fn openai_backend_against_real_llama_server() {
     let url = common::require_env("MOORING_TEST_LLAMA_URL");
     let backend = OpenAiBackend::new(options(&url, "smollm2", 2)).unwrap();
-    backend.reachable().await.expect("llama-server answers /v1/models");
-    let (text, reason, usage) = collect(backend.generate(hello()).await.unwrap()).await.unwrap();
+    backend
+        .reachable()
+        .await
+        .expect("llama-server answers /v1/models");
+    let (text, reason, usage) = collect(backend.generate(hello()).await.unwrap())
+        .await
+        .unwrap();
     assert!(text.contains("Paris"), "answer: {text:?}");
     assert_eq!(reason, FinishReason::Stop, "answer: {text:?}");
-    assert!(usage.prompt_tokens > 10 && usage.completion_tokens > 0, "{usage:?}");
+    assert!(
+        usage.prompt_tokens > 10 && usage.completion_tokens > 0,
+        "{usage:?}"
+    );
     // Greedy with a seed: the same answer twice.
-    let (again, _, _) = collect(backend.generate(hello()).await.unwrap()).await.unwrap();
+    let (again, _, _) = collect(backend.generate(hello()).await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(text, again);
 }

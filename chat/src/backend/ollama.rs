@@ -11,8 +11,7 @@ use serde_json::{Value, json};
 use super::openai::RemoteOptions;
 use super::retry::{self, AttemptError};
 use super::{
-    Backend, BackendError, EventStream, FinishReason, GenerationRequest, Result, StreamEvent,
-    Usage,
+    Backend, BackendError, EventStream, FinishReason, GenerationRequest, Result, StreamEvent, Usage,
 };
 
 pub struct OllamaBackend {

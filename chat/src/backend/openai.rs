@@ -9,8 +9,7 @@ use serde_json::{Value, json};
 
 use super::retry::{self, AttemptError, RetryPolicy};
 use super::{
-    Backend, BackendError, EventStream, FinishReason, GenerationRequest, Result, StreamEvent,
-    Usage,
+    Backend, BackendError, EventStream, FinishReason, GenerationRequest, Result, StreamEvent, Usage,
 };
 
 /// Settings of a remote backend (shared by `openai` and `ollama`).

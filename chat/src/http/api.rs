@@ -152,7 +152,11 @@ fn reject_session(request: &PromptRequest) -> Result<()> {
     Ok(())
 }
 
-async fn run_stateless(shared: &Shared, chat: ChatRequest, endpoint: &'static str) -> Result<Value> {
+async fn run_stateless(
+    shared: &Shared,
+    chat: ChatRequest,
+    endpoint: &'static str,
+) -> Result<Value> {
     let prepared = shared.engine.prepare(chat).await?;
     let done = shared.engine.complete(prepared, endpoint).await?;
     Ok(json!({

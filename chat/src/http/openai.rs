@@ -83,7 +83,10 @@ fn to_messages(wire: Vec<WireMessage>) -> Result<Vec<ChatMessage>> {
             .ok_or_else(|| {
                 ChatError::invalid(
                     format!("messages[{i}].role"),
-                    format!("`{}` is not one of system, developer, user, assistant", m.role),
+                    format!(
+                        "`{}` is not one of system, developer, user, assistant",
+                        m.role
+                    ),
                 )
             })?;
             let content = match m.content {
@@ -124,7 +127,12 @@ pub async fn chat_completions(
     }
 }
 
-async fn handle(shared: Shared, caller: Caller, headers: HeaderMap, body: Bytes) -> Result<Response> {
+async fn handle(
+    shared: Shared,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
     let request: CompletionRequest = parse_json(&body)?;
     let model = shared.engine.backend.model_name().to_string();
     if let Some(asked) = &request.model
@@ -182,7 +190,9 @@ async fn handle(shared: Shared, caller: Caller, headers: HeaderMap, body: Bytes)
         response.headers_mut().insert(SESSION_HEADER, value);
     }
     if let Some(flag) = guard {
-        response.headers_mut().insert(crate::service::GUARD_HEADER, flag);
+        response
+            .headers_mut()
+            .insert(crate::service::GUARD_HEADER, flag);
     }
     Ok(response)
 }

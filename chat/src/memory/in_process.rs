@@ -90,7 +90,10 @@ impl SessionStore for InProcessStore {
             );
         }
         let entry = sessions.get_mut(id).expect("present");
-        entry.session.messages.push(ChatMessage::new(Role::User, user));
+        entry
+            .session
+            .messages
+            .push(ChatMessage::new(Role::User, user));
         entry
             .session
             .messages
@@ -154,7 +157,11 @@ mod tests {
                 .unwrap();
         }
         let session = s.load("k", "s1").await.unwrap().unwrap();
-        let contents: Vec<_> = session.messages.iter().map(|m| m.content.as_str()).collect();
+        let contents: Vec<_> = session
+            .messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect();
         assert_eq!(contents, ["q1", "a1", "q2", "a2"]);
         assert_eq!(session.stats().human_messages, 2);
     }

@@ -58,7 +58,10 @@ impl RedisStore {
 
     async fn read(&self, id: &str) -> Result<Vec<ChatMessage>> {
         let mut c = self.connection.clone();
-        let raw: Vec<String> = c.lrange(self.list_key(id), 0, -1).await.map_err(unavailable)?;
+        let raw: Vec<String> = c
+            .lrange(self.list_key(id), 0, -1)
+            .await
+            .map_err(unavailable)?;
         raw.iter()
             .map(|m| {
                 serde_json::from_str(m)
@@ -164,7 +167,10 @@ impl SessionStore for RedisStore {
 
     async fn list(&self, owner: &str) -> Result<Vec<String>> {
         let mut c = self.connection.clone();
-        let mut ids: Vec<String> = c.smembers(self.owner_set(owner)).await.map_err(unavailable)?;
+        let mut ids: Vec<String> = c
+            .smembers(self.owner_set(owner))
+            .await
+            .map_err(unavailable)?;
         ids.sort();
         let mut live = Vec::with_capacity(ids.len());
         for id in ids {
@@ -172,7 +178,10 @@ impl SessionStore for RedisStore {
             if self.owner_of(&id).await?.as_deref() == Some(owner) {
                 live.push(id);
             } else {
-                let _: () = c.srem(self.owner_set(owner), &id).await.map_err(unavailable)?;
+                let _: () = c
+                    .srem(self.owner_set(owner), &id)
+                    .await
+                    .map_err(unavailable)?;
             }
         }
         Ok(live)

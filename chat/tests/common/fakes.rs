@@ -135,8 +135,15 @@ async fn openai_chat(State(state): State<Arc<FakeState>>, body: Bytes) -> Respon
         )
     };
     let words = words(&state);
-    let mut lines = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
-    lines.extend(words.iter().map(|w| chunk(json!({"content": w}), Value::Null)));
+    let mut lines = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    lines.extend(
+        words
+            .iter()
+            .map(|w| chunk(json!({"content": w}), Value::Null)),
+    );
     lines.push(chunk(json!({}), json!("stop")));
     lines.push(format!(
         "data: {}\n\n",
@@ -152,7 +159,13 @@ async fn ollama_chat(State(state): State<Arc<FakeState>>, body: Bytes) -> Respon
     if let Err(response) = before_answer(&state, &body).await {
         return response;
     }
-    let model = state.bodies.lock().unwrap().last().and_then(|b| b["model"].as_str().map(str::to_string)).unwrap_or_default();
+    let model = state
+        .bodies
+        .lock()
+        .unwrap()
+        .last()
+        .and_then(|b| b["model"].as_str().map(str::to_string))
+        .unwrap_or_default();
     let words = words(&state);
     let mut lines: Vec<String> = words
         .iter()
@@ -181,7 +194,12 @@ pub async fn start() -> (String, Arc<FakeState>) {
     let state = Arc::new(FakeState::default());
     let router = axum::Router::new()
         .route("/v1/chat/completions", post(openai_chat))
-        .route("/v1/models", get(|| async { Json(json!({"object": "list", "data": [{"id": "fake", "object": "model"}]})) }))
+        .route(
+            "/v1/models",
+            get(|| async {
+                Json(json!({"object": "list", "data": [{"id": "fake", "object": "model"}]}))
+            }),
+        )
         .route("/api/chat", post(ollama_chat))
         .route("/api/tags", get(|| async { Json(json!({"models": []})) }))
         .with_state(state.clone());

@@ -14,7 +14,11 @@ pub fn require_env(name: &str) -> String {
 
 pub fn gguf() -> PathBuf {
     let path = PathBuf::from(require_env("MOORING_TEST_GGUF"));
-    assert!(path.is_file(), "MOORING_TEST_GGUF={} is not a file: run `make test`", path.display());
+    assert!(
+        path.is_file(),
+        "MOORING_TEST_GGUF={} is not a file: run `make test`",
+        path.display()
+    );
     path
 }
 
@@ -27,9 +31,9 @@ use mooring_chat::backend::{
     StreamEvent, Usage,
 };
 use mooring_chat::guard::Guard;
+use mooring_chat::memory::MemoryLimits;
 use mooring_chat::memory::SessionStore;
 use mooring_chat::memory::in_process::InProcessStore;
-use mooring_chat::memory::MemoryLimits;
 use mooring_chat::metrics::ChatMetrics;
 use mooring_chat::{ChatArgs, ChatService};
 
@@ -61,11 +65,20 @@ impl ScriptedBackend {
             .filter(|m| m.role == Role::User)
             .map(|m| m.content.as_str())
             .collect();
-        format!("echo: {} (turns: {})", users.last().unwrap_or(&""), users.len())
+        format!(
+            "echo: {} (turns: {})",
+            users.last().unwrap_or(&""),
+            users.len()
+        )
     }
 
     pub fn last_request(&self) -> GenerationRequest {
-        self.received.lock().unwrap().last().cloned().expect("a request reached the backend")
+        self.received
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a request reached the backend")
     }
 }
 
@@ -79,12 +92,21 @@ impl Backend for ScriptedBackend {
         let answer = Self::answer(&request.messages);
         let words: Vec<String> = answer.split_inclusive(' ').map(str::to_string).collect();
         let limit = request.max_tokens.unwrap_or(u32::MAX) as usize;
-        let finish_reason = if words.len() > limit { FinishReason::Length } else { FinishReason::Stop };
+        let finish_reason = if words.len() > limit {
+            FinishReason::Length
+        } else {
+            FinishReason::Stop
+        };
         let taken: Vec<String> = words.into_iter().take(limit).collect();
         let usage = Usage::new(request.messages.len() as u32 * 10, taken.len() as u32);
-        let mut events: Vec<Result<StreamEvent, BackendError>> =
-            taken.into_iter().map(|w| Ok(StreamEvent::Delta(w))).collect();
-        events.push(Ok(StreamEvent::Done { finish_reason, usage }));
+        let mut events: Vec<Result<StreamEvent, BackendError>> = taken
+            .into_iter()
+            .map(|w| Ok(StreamEvent::Delta(w)))
+            .collect();
+        events.push(Ok(StreamEvent::Done {
+            finish_reason,
+            usage,
+        }));
         Ok(Box::pin(futures::stream::iter(events)))
     }
 

@@ -25,8 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::stop::{StopMatcher, StopOutcome};
 use super::{
-    Backend, BackendError, EventStream, FinishReason, GenerationRequest, Result, StreamEvent,
-    Usage,
+    Backend, BackendError, EventStream, FinishReason, GenerationRequest, Result, StreamEvent, Usage,
 };
 use template::ChatTemplate;
 
