@@ -6,6 +6,8 @@
 //! the CLI can use it without a Kubernetes client. The `crdgen` binary writes the manifests
 //! in `crds/*.yaml` from these types.
 #![forbid(unsafe_code)]
+// kube's `printcolumn(name = …, type_ = …)` repeats keys across columns by design.
+#![allow(clippy::duplicated_attributes)]
 
 pub mod chat_service;
 pub mod common;

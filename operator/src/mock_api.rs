@@ -14,7 +14,7 @@ use serde_json::Value;
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 /// A generous bound for one scripted exchange; tests fail instead of hanging.
-pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct ApiServer {
     handle: Handle,

@@ -240,8 +240,10 @@ mod tests {
             name: "iris".into(),
             version: "1".into(),
         };
-        let mut status = ModelDeploymentStatus::default();
-        status.rollback_pin = Some(pin("2", "3", "production"));
+        let status = ModelDeploymentStatus {
+            rollback_pin: Some(pin("2", "3", "production")),
+            ..Default::default()
+        };
         let d = decide(&target, &status, &found("1"), None);
         assert_eq!(d.version.unwrap().version, "1");
         assert_eq!(d.source, Source::SpecPin);
@@ -250,8 +252,10 @@ mod tests {
 
     #[test]
     fn rollback_pin_holds_while_the_alias_names_the_failed_version() {
-        let mut status = ModelDeploymentStatus::default();
-        status.rollback_pin = Some(pin("2", "3", "production"));
+        let status = ModelDeploymentStatus {
+            rollback_pin: Some(pin("2", "3", "production")),
+            ..Default::default()
+        };
         let d = decide(&alias(), &status, &found("3"), Some(&found("2")));
         assert_eq!(d.version.as_ref().unwrap().version, "2");
         assert_eq!(d.source, Source::RollbackPin);
@@ -260,8 +264,10 @@ mod tests {
 
     #[test]
     fn rollback_pin_is_cleared_when_the_alias_moves_on() {
-        let mut status = ModelDeploymentStatus::default();
-        status.rollback_pin = Some(pin("2", "3", "production"));
+        let status = ModelDeploymentStatus {
+            rollback_pin: Some(pin("2", "3", "production")),
+            ..Default::default()
+        };
         let d = decide(&alias(), &status, &found("4"), None);
         assert_eq!(d.version.unwrap().version, "4");
         assert_eq!(d.source, Source::Alias);
@@ -270,8 +276,10 @@ mod tests {
 
     #[test]
     fn rollback_pin_is_cleared_when_the_spec_follows_another_alias() {
-        let mut status = ModelDeploymentStatus::default();
-        status.rollback_pin = Some(pin("2", "3", "production"));
+        let status = ModelDeploymentStatus {
+            rollback_pin: Some(pin("2", "3", "production")),
+            ..Default::default()
+        };
         let staging = ModelTarget::Alias {
             name: "iris".into(),
             alias: "staging".into(),

@@ -186,7 +186,7 @@ mod tests {
             "metadata: {name: iris-new}\nstatus: {containerStatuses: [{name: inference-server, image: x, imageID: '', ready: false, restartCount: 4, state: {waiting: {reason: CrashLoopBackOff}}}]}",
         )
         .unwrap();
-        let obs = observe(&d, &[pod.clone()]);
+        let obs = observe(&d, std::slice::from_ref(&pod));
         assert!(
             matches!(&obs.rollout, Rollout::Failed(m) if m.contains("iris-new")),
             "{obs:?}"

@@ -152,13 +152,13 @@ fn record_rollout(
 ) {
     let history = &mut status.history;
     if history.last().map(|h| &h.version) != Some(&version.version) {
-        if let Some(last) = history.last_mut() {
-            if matches!(
+        if let Some(last) = history.last_mut()
+            && matches!(
                 last.outcome,
                 RolloutOutcome::Progressing | RolloutOutcome::Ready
-            ) {
-                last.outcome = RolloutOutcome::Superseded;
-            }
+            )
+        {
+            last.outcome = RolloutOutcome::Superseded;
         }
         history.push(HistoryEntry {
             version: version.version.clone(),
@@ -403,7 +403,7 @@ pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> 
             Severity::Warning
         };
         let reason = if after.status == "True" {
-            format!("{type_}")
+            type_.to_string()
         } else {
             after.reason.clone()
         };
