@@ -399,3 +399,20 @@ fn odd_unicode_never_panics_and_lengths_count_characters() {
             .contains(&"chat_template_tokens".to_owned())
     );
 }
+
+/// Measures (prints, asserts nothing about speed) the cost of a check. Run with
+/// `cargo test -p mooring-chat --release --test guard -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement, not a test"]
+fn measure_check_cost() {
+    let guard = Guard::new(GuardMode::Flag, 0, &[]).unwrap();
+    for prompt in [ORDINARY[2].to_owned(), ORDINARY.join(" ").repeat(12)] {
+        let rounds = 200;
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            std::hint::black_box(guard.check(&prompt).unwrap());
+        }
+        let chars = prompt.chars().count();
+        println!("check of {chars} chars: {:?}", started.elapsed() / rounds);
+    }
+}
