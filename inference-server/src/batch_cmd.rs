@@ -20,7 +20,7 @@ use crate::state::{InferRequest, LoadedModel, Protocol, ServerState};
 pub enum BatchError {
     #[error(transparent)]
     Load(#[from] ServeError),
-    #[error("{path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

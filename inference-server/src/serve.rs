@@ -22,12 +22,12 @@ use crate::state::{LoadedModel, ServerState};
 pub enum ServeError {
     #[error(transparent)]
     Registry(#[from] mooring_registry::Error),
-    #[error("cannot load model {model}: {source}")]
+    #[error("cannot load model {model}")]
     Load {
         model: String,
         source: crate::error::ServerError,
     },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
         source: std::io::Error,

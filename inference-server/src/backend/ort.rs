@@ -13,6 +13,9 @@ use super::Backend;
 use crate::error::{Result, ServerError};
 use crate::tensor::{DataType, Tensor, TensorData};
 
+/// Where `make setup` puts the library, relative to the repository root.
+const LOCAL_LIBRARY: &str = ".cache/onnxruntime/libonnxruntime.so";
+
 /// ONNX Runtime allows one environment per process; every session shares it.
 static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 
@@ -20,11 +23,19 @@ static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 pub fn environment() -> Result<Environment> {
     ENVIRONMENT
         .get_or_init(|| {
-            let path = std::env::var_os("ORT_DYLIB_PATH").ok_or_else(|| {
-                "ORT_DYLIB_PATH is not set: it must name the ONNX Runtime library libonnxruntime.so \
-                 (`make setup` puts it in .cache/onnxruntime/; the container image sets it)"
-                    .to_string()
-            })?;
+            // `make setup` puts the library in .cache/onnxruntime/; running the release binary
+            // from the repository root then works without exporting anything.
+            let fallback = Path::new(LOCAL_LIBRARY);
+            let path = match std::env::var_os("ORT_DYLIB_PATH") {
+                Some(path) => path,
+                None if fallback.is_file() => fallback.as_os_str().to_owned(),
+                None => {
+                    return Err(format!(
+                        "ORT_DYLIB_PATH is not set: it must name the ONNX Runtime library libonnxruntime.so \
+                         (`make setup` puts it in {LOCAL_LIBRARY}; the container image sets it)"
+                    ));
+                }
+            };
             if !Path::new(&path).is_file() {
                 return Err(format!(
                     "ORT_DYLIB_PATH={} does not name a file: install ONNX Runtime 1.31 there (`make setup` does)",

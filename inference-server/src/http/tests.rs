@@ -538,3 +538,61 @@ async fn concurrent_ort_requests_are_batched_with_correct_rows() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_observer_sees_each_completed_inference_once() {
+    use crate::state::{InferenceObserver, InferenceRecord, Protocol};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<InferenceRecord>>);
+    impl InferenceObserver for Recorder {
+        fn observe(&self, record: InferenceRecord) {
+            self.0.lock().unwrap().push(record);
+        }
+    }
+
+    let recorder = Arc::new(Recorder::default());
+    let state = Arc::try_unwrap(iris_state(1 << 20))
+        .ok()
+        .unwrap()
+        .with_observer(recorder.clone());
+    let state = Arc::new(state);
+    let mut request = two_rows();
+    request["id"] = json!("obs-1");
+    assert_eq!(
+        post(&state, "/v2/models/iris-classifier/infer", request)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // A refused request is not an inference.
+    assert_eq!(
+        post(
+            &state,
+            "/v2/models/iris-classifier/infer",
+            json!({"inputs": []})
+        )
+        .await
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+    let records = recorder.0.lock().unwrap();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(
+        (
+            r.model.as_str(),
+            r.version.as_str(),
+            r.request_id.as_str(),
+            r.protocol
+        ),
+        ("iris-classifier", "1", "obs-1", Protocol::Rest)
+    );
+    assert_eq!(r.inputs[0].shape, vec![2, 4]);
+    assert_eq!(
+        r.outputs.len(),
+        2,
+        "every output, whatever the client asked for"
+    );
+}
