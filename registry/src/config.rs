@@ -88,11 +88,7 @@ pub fn connect(config: &RegistryConfig) -> Result<Arc<dyn Registry>> {
     config.validate()?;
     match config.local_path() {
         Some(path) => Ok(Arc::new(LocalRegistry::open(path)?)),
-        // Replaced by the MLflow backend in the next commit.
-        None => Err(Error::invalid_arg(
-            "registry location",
-            "the MLflow backend is not built yet",
-        )),
+        None => Ok(Arc::new(crate::mlflow::MlflowRegistry::new(config)?)),
     }
 }
 
@@ -115,6 +111,9 @@ mod tests {
         let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
         let reg = connect(&RegistryConfig::new(format!("file://{bundled}"))).unwrap();
         assert!(reg.location().ends_with("models"));
+        // No request is made until the first call, so any URL connects.
+        let reg = connect(&RegistryConfig::new("http://127.0.0.1:5000/")).unwrap();
+        assert_eq!(reg.location(), "http://127.0.0.1:5000/");
     }
 
     #[test]

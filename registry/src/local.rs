@@ -507,10 +507,16 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
+    let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
+    rfc3339_from_ms(ms)
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (for display and `version.json`).
+pub fn rfc3339_from_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
     format!(

@@ -317,6 +317,7 @@ fn rfc3339_round_trip() {
         Some(1_795_321_231_000)
     );
     assert_eq!(parse_rfc3339_utc_ms("2026-11-22"), None);
+    assert_eq!(rfc3339_from_ms(1_795_321_231_000), "2026-11-22T04:20:31Z");
     let now = now_rfc3339();
     assert!(parse_rfc3339_utc_ms(&now).is_some(), "{now}");
     assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
