@@ -269,3 +269,113 @@ fn batch_predicts_every_row_and_reports_bad_ones_by_line() {
     );
     assert_eq!(lines[2]["prediction"]["predicted_class"], "virginica");
 }
+
+/// Holds every model call until the test opens the gate; reports when a call has started.
+struct Gated {
+    started: std::sync::mpsc::Sender<()>,
+    gate: Arc<std::sync::Mutex<()>>,
+}
+
+impl inference_server::backend::Backend for Gated {
+    fn run(
+        &mut self,
+        inputs: Vec<inference_server::tensor::Tensor>,
+    ) -> inference_server::Result<Vec<inference_server::tensor::Tensor>> {
+        let _ = self.started.send(());
+        drop(self.gate.lock().unwrap());
+        let rows = inputs[0].rows();
+        Ok(vec![
+            inference_server::tensor::Tensor {
+                name: "label".into(),
+                shape: vec![rows as i64],
+                data: inference_server::tensor::TensorData::I64(vec![2; rows]),
+            },
+            inference_server::tensor::Tensor {
+                name: "probabilities".into(),
+                shape: vec![rows as i64, 3],
+                data: inference_server::tensor::TensorData::F32(vec![0.0, 0.0, 1.0].repeat(rows)),
+            },
+        ])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_requests_in_flight() {
+    use inference_server::backend::{Backend, BatchConfig};
+    use inference_server::metrics::Metrics;
+    use inference_server::state::{LoadedModel, ServerState};
+
+    let signature = mooring_registry::Signature::from_json(
+        &std::fs::read(repo().join("models/iris-classifier/1/signature.json")).unwrap(),
+    )
+    .unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let gate = Arc::new(std::sync::Mutex::new(()));
+    let closed = gate.lock().unwrap();
+    let (g, tx) = (gate.clone(), std::sync::Mutex::new(started_tx));
+    let make = move || {
+        Ok(Box::new(Gated {
+            started: tx.lock().unwrap().clone(),
+            gate: g.clone(),
+        }) as Box<dyn Backend>)
+    };
+    let metrics = Metrics::new();
+    let model = LoadedModel::with_backend(
+        "iris-classifier",
+        "1",
+        "sha256:x",
+        signature,
+        make,
+        &BatchConfig::default(),
+        &metrics,
+    )
+    .unwrap();
+    let state = Arc::new(ServerState::new(vec![model], metrics, 1 << 20));
+    let (http, grpc) = serve::bind("127.0.0.1", 0, 0).await.unwrap();
+    let grpc_addr = grpc.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve::run(
+        state.clone(),
+        http,
+        grpc,
+        Extras::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let mut client = GrpcInferenceServiceClient::connect(format!("http://{grpc_addr}"))
+        .await
+        .unwrap();
+    let call = tokio::spawn(async move { client.model_infer(iris_request("")).await });
+    // The request is inside the model when the shutdown signal arrives.
+    tokio::task::spawn_blocking(move || {
+        started_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the call reached the model")
+    })
+    .await
+    .unwrap();
+    stop.send(()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!state.is_ready(), "not ready while draining");
+    assert!(
+        !server.is_finished(),
+        "the server waits for the call in flight"
+    );
+    drop(closed);
+    let answer = call
+        .await
+        .unwrap()
+        .expect("the call in flight completes")
+        .into_inner();
+    assert_eq!(
+        answer.outputs[0].contents.as_ref().unwrap().int64_contents,
+        vec![2]
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(30), server)
+        .await
+        .expect("servers stop")
+        .unwrap()
+        .unwrap();
+}
