@@ -8,12 +8,13 @@ use std::sync::Arc;
 use clap::Parser;
 use inference_server::config::{Cli, Command as Sub};
 use inference_server::serve::{self, Extras};
-use mooring_registry::{Registry, RegistryConfig, connect};
+use mooring_registry::{RegistryConfig, connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn mlflow_url() -> String {
-    std::env::var("MOORING_TEST_MLFLOW_URL")
-        .expect("MOORING_TEST_MLFLOW_URL is not set: this test needs a real MLflow server; run `make test`")
+    std::env::var("MOORING_TEST_MLFLOW_URL").expect(
+        "MOORING_TEST_MLFLOW_URL is not set: this test needs a real MLflow server; run `make test`",
+    )
 }
 
 /// One HTTP/1.1 POST over a plain socket (the server crate has no HTTP client dependency).
@@ -29,14 +30,25 @@ async fn post_json(addr: &str, path: &str, body: &str) -> (u16, serde_json::Valu
     let text = String::from_utf8(raw).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
     let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "unexpected chunked body: {head}");
-    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}")))
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "unexpected chunked body: {head}"
+    );
+    (
+        status,
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}")),
+    )
 }
 
 #[tokio::test]
 async fn serves_iris_from_mlflow_by_alias() {
     let url = mlflow_url();
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     let name = format!("iris-classifier-{}-{nanos}", std::process::id());
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/iris-classifier");
 
@@ -49,29 +61,63 @@ async fn serves_iris_from_mlflow_by_alias() {
     let cache = tempfile::tempdir().unwrap();
     let reference = format!("{name}@production");
     let argv = [
-        "inference-server", "serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0",
-        "--registry", &url, "--cache-dir", cache.path().to_str().unwrap(), "--model", &reference,
+        "inference-server",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--registry",
+        &url,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--model",
+        &reference,
     ];
-    let Sub::Serve(args) = Cli::parse_from(argv).command else { unreachable!() };
+    let Sub::Serve(args) = Cli::parse_from(argv).command else {
+        unreachable!()
+    };
     let state = Arc::new(
-        serve::load_state(&args).await.expect("loads from MLflow (ORT_DYLIB_PATH set? run `make setup`)"),
+        serve::load_state(&args)
+            .await
+            .expect("loads from MLflow (ORT_DYLIB_PATH set? run `make setup`)"),
     );
     // The digest-verified copy is where the registry's cache layout puts it.
-    assert!(cache.path().join(&name).join("2").join("model.onnx").is_file());
+    assert!(
+        cache
+            .path()
+            .join(&name)
+            .join("2")
+            .join("model.onnx")
+            .is_file()
+    );
 
     let (http, grpc) = serve::bind("127.0.0.1", 0, 0).await.unwrap();
     let addr = http.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve::run(state, http, grpc, Extras::default(), async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(serve::run(
+        state,
+        http,
+        grpc,
+        Extras::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
 
     let body = r#"{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2,6.7,3.0,5.2,2.3]}]}"#;
     let (status, json) = post_json(&addr, &format!("/v2/models/{name}/infer"), body).await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["model_name"], name.as_str());
     assert_eq!(json["model_version"], "2");
-    let label = json["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "label").expect("label output");
+    let label = json["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "label")
+        .expect("label output");
     assert_eq!(label["data"], serde_json::json!([0, 2]), "{json}");
 
     let _ = stop.send(());
