@@ -126,12 +126,10 @@ pub async fn read_records(
         }
     }
     stats.matched = records.len();
-    if let Some(max) = query.max_samples {
-        if records.len() > max {
-            // Most recent first, then keep `max`.
-            records.sort_by_key(|r| std::cmp::Reverse(r.ts_ms));
-            records.truncate(max);
-        }
+    if let Some(max) = query.max_samples.filter(|&max| records.len() > max) {
+        // Most recent first, then keep `max`.
+        records.sort_by_key(|r| std::cmp::Reverse(r.ts_ms));
+        records.truncate(max);
     }
     Ok((records, stats))
 }

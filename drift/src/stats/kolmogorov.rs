@@ -70,6 +70,8 @@ fn clip(p: f64) -> f64 {
 
 /// `log(n! / n^n)` by Stirling's series (SciPy's coefficients).
 fn log_nfactorial_div_n_pow_n(n: f64) -> f64 {
+    // Exact rationals (SciPy writes them with 20 digits); extra digits are harmless.
+    #[allow(clippy::excessive_precision)]
     const COEFFS: [f64; 8] = [
         -2.955065359477124183e-2,
         6.4102564102564102564e-3,
@@ -112,8 +114,8 @@ fn durbin_cdf(n: u64, d: f64) -> f64 {
             hm.set(r, i, w[r - (i - 1)]);
         }
     }
-    for r in 0..m {
-        hm.set(r, 0, v[r]);
+    for (r, &value) in v.iter().enumerate() {
+        hm.set(r, 0, value);
     }
     for c in 0..m {
         hm.set(m - 1, c, v[m - 1 - c]);

@@ -39,14 +39,14 @@ pub fn ks_2samp_sorted(a: &[f64], b: &[f64]) -> KsResult {
     );
     let (n1, n2) = (a.len(), b.len());
     let d = max_cdf_gap(a, b);
-    if n1.max(n2) <= MAX_EXACT_N {
-        if let Some((d, p)) = exact(n1 as u64, n2 as u64, d) {
-            return KsResult {
-                statistic: d,
-                p_value: p,
-                method: KsMethod::Exact,
-            };
-        }
+    if n1.max(n2) <= MAX_EXACT_N
+        && let Some((d, p)) = exact(n1 as u64, n2 as u64, d)
+    {
+        return KsResult {
+            statistic: d,
+            p_value: p,
+            method: KsMethod::Exact,
+        };
     }
     let (m, n) = (n1.max(n2) as f64, n1.min(n2) as f64);
     let en = (m * n / (m + n)).round_ties_even();

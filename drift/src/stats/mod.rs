@@ -30,7 +30,7 @@ pub const SMALL_REFERENCE_ROWS: usize = 1000;
 pub const MAX_CATEGORICAL_UNIQUE: usize = 5;
 
 /// A statistical test for one feature.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TestKind {
     /// Two-sample Kolmogorov–Smirnov; drift when p < threshold (default 0.05).
