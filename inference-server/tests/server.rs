@@ -273,7 +273,7 @@ fn batch_predicts_every_row_and_reports_bad_ones_by_line() {
 /// Holds every model call until the test opens the gate; reports when a call has started.
 struct Gated {
     started: std::sync::mpsc::Sender<()>,
-    gate: Arc<std::sync::Mutex<()>>,
+    release: std::sync::mpsc::Receiver<()>,
 }
 
 impl inference_server::backend::Backend for Gated {
@@ -282,7 +282,7 @@ impl inference_server::backend::Backend for Gated {
         inputs: Vec<inference_server::tensor::Tensor>,
     ) -> inference_server::Result<Vec<inference_server::tensor::Tensor>> {
         let _ = self.started.send(());
-        drop(self.gate.lock().unwrap());
+        let _ = self.release.recv();
         let rows = inputs[0].rows();
         Ok(vec![
             inference_server::tensor::Tensor {
@@ -293,7 +293,7 @@ impl inference_server::backend::Backend for Gated {
             inference_server::tensor::Tensor {
                 name: "probabilities".into(),
                 shape: vec![rows as i64, 3],
-                data: inference_server::tensor::TensorData::F32(vec![0.0, 0.0, 1.0].repeat(rows)),
+                data: inference_server::tensor::TensorData::F32([0.0, 0.0, 1.0].repeat(rows)),
             },
         ])
     }
@@ -310,13 +310,14 @@ async fn shutdown_drains_requests_in_flight() {
     )
     .unwrap();
     let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let gate = Arc::new(std::sync::Mutex::new(()));
-    let closed = gate.lock().unwrap();
-    let (g, tx) = (gate.clone(), std::sync::Mutex::new(started_tx));
+    let (release, release_rx) = std::sync::mpsc::channel();
+    // One worker (the default), so the factory runs once and takes the receiver.
+    let slot = std::sync::Mutex::new(Some(release_rx));
     let make = move || {
+        let release = slot.lock().unwrap().take().expect("one worker");
         Ok(Box::new(Gated {
-            started: tx.lock().unwrap().clone(),
-            gate: g.clone(),
+            started: started_tx.clone(),
+            release,
         }) as Box<dyn Backend>)
     };
     let metrics = Metrics::new();
@@ -363,7 +364,7 @@ async fn shutdown_drains_requests_in_flight() {
         !server.is_finished(),
         "the server waits for the call in flight"
     );
-    drop(closed);
+    release.send(()).unwrap();
     let answer = call
         .await
         .unwrap()
