@@ -32,6 +32,9 @@ pub const URI_ANNOTATION: &str = "mooring.dev/model-uri";
 pub const VERSION_LABEL: &str = "mooring.dev/model-version";
 /// Environment variable the inference server reads its MLflow token from.
 pub const TOKEN_ENV: &str = "MOORING_REGISTRY_TOKEN";
+/// Environment variables carrying `spec.predictionLog` to the server.
+pub const PREDICTION_LOG_ENV: &str = "MOORING_PREDICTION_LOG";
+pub const PREDICTION_LOG_SAMPLE_RATE_ENV: &str = "MOORING_PREDICTION_LOG_SAMPLE_RATE";
 /// Where the server caches fetched artifacts: an emptyDir, as the root filesystem is read-only.
 const CACHE_DIR: &str = "/var/cache/mooring";
 
@@ -120,32 +123,35 @@ pub fn build(
         annotations.insert(URI_ANNOTATION.into(), uri.clone());
     }
 
-    let mut args = vec![
+    // The inference server's `serve` flags (inference-server/src/config.rs). The digest is not
+    // an argument: the server verifies each artifact against the version's sha256sums itself.
+    let args = vec![
         "serve".to_string(),
         "--registry".into(),
         valid.registry.location().to_string(),
         "--model".into(),
         format!("{model}@{}", version.version),
-        "--rest-port".into(),
+        "--http-port".into(),
         REST_PORT.to_string(),
         "--grpc-port".into(),
         GRPC_PORT.to_string(),
         "--cache-dir".into(),
         CACHE_DIR.into(),
     ];
-    if let Some(digest) = &version.digest {
-        args.extend(["--expect-digest".into(), digest.clone()]);
-    }
-    if let Some(log) = &spec.prediction_log {
-        args.extend([
-            "--prediction-log".into(),
-            log.sink.clone(),
-            "--prediction-log-sample-rate".into(),
-            log.sample_rate.to_string(),
-        ]);
-    }
 
     let mut env = spec.env.clone();
+    if let Some(log) = &spec.prediction_log {
+        env.push(EnvVar {
+            name: PREDICTION_LOG_ENV.into(),
+            value: Some(log.sink.clone()),
+            ..EnvVar::default()
+        });
+        env.push(EnvVar {
+            name: PREDICTION_LOG_SAMPLE_RATE_ENV.into(),
+            value: Some(log.sample_rate.to_string()),
+            ..EnvVar::default()
+        });
+    }
     let mut volumes = vec![Volume {
         name: "cache".into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -420,7 +426,7 @@ mod tests {
     #[test]
     fn resources_env_image_and_replicas_are_carried_through() {
         let c = build_for(
-            "model: {name: iris, version: '2'}\nregistry: {mlflow: {url: 'http://mlflow:5000', tokenSecretRef: {name: mlflow-token}}}\nreplicas: 3\nimage: example.com/server:1\nresources: {requests: {cpu: 250m, memory: 256Mi}, limits: {memory: 512Mi}}\nenv: [{name: RUST_LOG, value: debug}]\nrollout: {progressDeadlineSeconds: 120}",
+            "model: {name: iris, version: '2'}\nregistry: {mlflow: {url: 'http://mlflow:5000', tokenSecretRef: {name: mlflow-token}}}\nreplicas: 3\nimage: example.com/server:1\nresources: {requests: {cpu: 250m, memory: 256Mi}, limits: {memory: 512Mi}}\nenv: [{name: RUST_LOG, value: debug}]\nrollout: {progressDeadlineSeconds: 120}\npredictionLog: {sink: 's3://logs/iris', sampleRate: 0.25}",
             "2",
         );
         let d = c.deployment.spec.as_ref().unwrap();
@@ -434,6 +440,13 @@ mod tests {
         let env = container.env.as_ref().unwrap();
         assert_eq!(env[0].name, "RUST_LOG");
         assert_eq!(env[0].value.as_deref(), Some("debug"));
+        let sink = env.iter().find(|e| e.name == PREDICTION_LOG_ENV).unwrap();
+        assert_eq!(sink.value.as_deref(), Some("s3://logs/iris"));
+        let rate = env
+            .iter()
+            .find(|e| e.name == PREDICTION_LOG_SAMPLE_RATE_ENV)
+            .unwrap();
+        assert_eq!(rate.value.as_deref(), Some("0.25"));
         let token = env.iter().find(|e| e.name == TOKEN_ENV).unwrap();
         let secret = token
             .value_from
