@@ -3,7 +3,8 @@
 //! Everything that needs to know "which version is `iris-classifier@production` now, and
 //! where are its bytes" goes through [`Registry`]: the operator (to pin the version in the
 //! pod template), the inference server (to load it) and the `mooring` CLI (to promote).
-//! Two backends implement it: a local directory ([`local::LocalRegistry`]) and MLflow.
+//! Two backends implement it: a local directory ([`local::LocalRegistry`]) and MLflow
+//! ([`mlflow::MlflowRegistry`]); [`connect`] picks one from a location string.
 #![forbid(unsafe_code)]
 
 mod cache;
