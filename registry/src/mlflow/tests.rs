@@ -257,3 +257,85 @@ async fn unparseable_answers_are_reported() {
         .unwrap_err();
     assert!(err.to_string().contains("proxy login"), "{err}");
 }
+
+#[tokio::test]
+async fn list_models_follows_page_tokens() {
+    let script = vec![
+        (
+            200,
+            r#"{"registered_models": [{"name": "a", "aliases": [{"alias": "production", "version": "1"}]}], "next_page_token": "p2"}"#,
+        ),
+        (
+            200,
+            r#"{"model_versions": [{"name": "a", "version": "1", "status": "READY"}]}"#,
+        ),
+        (200, r#"{"registered_models": [{"name": "b"}]}"#),
+        (
+            200,
+            r#"{"model_versions": [{"name": "b", "version": "2", "status": "READY"}], "next_page_token": "v2"}"#,
+        ),
+        (
+            200,
+            r#"{"model_versions": [{"name": "b", "version": "1", "status": "READY"}]}"#,
+        ),
+    ];
+    let (url, count) = scripted_server(script).await;
+    let reg = MlflowRegistry::new(&fast_config(&url, 0)).unwrap();
+    let models = reg.list_models().await.unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 5);
+    assert_eq!(models.len(), 2);
+    assert_eq!(models[0].versions[0].aliases, ["production"]);
+    let b: Vec<&str> = models[1]
+        .versions
+        .iter()
+        .map(|v| v.version.as_str())
+        .collect();
+    assert_eq!(b, ["1", "2"], "versions of every page, in numeric order");
+}
+
+#[tokio::test]
+async fn fetches_from_a_shared_file_volume() {
+    let shared = tempfile::tempdir().unwrap();
+    let bundled =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/iris-classifier/1");
+    for f in [
+        "model.onnx",
+        "signature.json",
+        "reference.csv",
+        "version.json",
+        "sha256sums",
+    ] {
+        std::fs::copy(bundled.join(f), shared.path().join(f)).unwrap();
+    }
+    let body: &'static str = Box::leak(
+        format!(
+            r#"{{"artifact_uri": "file://{}"}}"#,
+            shared.path().display()
+        )
+        .into_boxed_str(),
+    );
+    let (url, _) = scripted_server(vec![(200, body)]).await;
+    let reg = MlflowRegistry::new(&fast_config(&url, 0)).unwrap();
+    let version: ModelVersion = serde_json::from_str::<ModelVersionResponse>(ALIAS_RESPONSE)
+        .unwrap()
+        .model_version
+        .into_model_version(None);
+    let cache = tempfile::tempdir().unwrap();
+    let fetched = reg.fetch(&version, cache.path()).await.unwrap();
+    let sums = crate::Sha256Sums::read(&bundled).unwrap();
+    assert_eq!(
+        fetched.digest,
+        format!("sha256:{}", sums.get("model.onnx").unwrap())
+    );
+
+    // A file changed on the shared volume is caught on the next (fresh) fetch.
+    std::fs::write(shared.path().join("reference.csv"), "x").unwrap();
+    let err = reg
+        .fetch(&version, tempfile::tempdir().unwrap().path())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::DigestMismatch { ref file, .. } if file == "probe/1/reference.csv"),
+        "{err}"
+    );
+}
