@@ -36,7 +36,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.metrics_addr)
         .await
         .with_context(|| format!("--metrics-addr {}: cannot bind", cli.metrics_addr))?;
-    tracing::info!(addr = %cli.metrics_addr, "metrics and probes listening");
+    let bound = listener.local_addr().unwrap_or(cli.metrics_addr);
+    tracing::info!(addr = %bound, "metrics and probes listening");
     let server = axum::serve(
         listener,
         app(AppState {

@@ -88,13 +88,6 @@ impl Metrics {
                 .set(v);
         }
     }
-
-    /// Forget a deleted ModelDeployment.
-    pub fn forget(&self, namespace: &str, name: &str, model: &str) {
-        let _ = self
-            .resolved_version
-            .remove_label_values(&[namespace, name, model]);
-    }
 }
 
 #[cfg(test)]
