@@ -205,6 +205,15 @@ fn maybe_pin(
     let Some(failed) = decision.version.as_ref().map(|v| v.version.clone()) else {
         return;
     };
+    // Only the rollout of a new version: a version that became ready and later fails to
+    // scale is not rolled back (that is a capacity problem, not a bad model).
+    let rollout_failed = status
+        .history
+        .last()
+        .is_some_and(|h| h.version == failed && h.outcome == RolloutOutcome::Failed);
+    if !rollout_failed {
+        return;
+    }
     let Some(good) = status
         .history
         .iter()
@@ -514,6 +523,30 @@ mod tests {
         let reasons: Vec<_> = events.iter().map(|e| e.reason.as_str()).collect();
         assert_eq!(reasons, vec!["RolloutFailed", "RolledBack"]);
         assert!(events.iter().all(|e| e.severity == Severity::Warning));
+    }
+
+    #[test]
+    fn a_ready_version_that_later_fails_to_scale_is_not_rolled_back() {
+        let s1 = step_at(
+            &ModelDeploymentStatus::default(),
+            &decision("1", Source::Alias),
+            &obs(Rollout::Complete),
+            10,
+        );
+        let s2 = step_at(
+            &s1,
+            &decision("2", Source::Alias),
+            &obs(Rollout::Complete),
+            20,
+        );
+        let s3 = step_at(
+            &s2,
+            &decision("2", Source::Alias),
+            &obs(Rollout::Failed("ProgressDeadlineExceeded".into())),
+            30,
+        );
+        assert_eq!(s3.rollback_pin, None);
+        assert_eq!(s3.history[1].outcome, RolloutOutcome::Ready);
     }
 
     #[test]
