@@ -44,21 +44,24 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// The conversation as one text: what the caches compare.
-    fn cache_prompt(&self) -> String {
+    /// What the caches compare: the last message (the new question). Embedding the whole
+    /// conversation would let a long shared system prompt make unrelated questions look alike.
+    fn cache_prompt(&self) -> &str {
         self.generation
             .messages
-            .iter()
-            .map(|m| format!("{}: {}", m.role.as_str(), m.content))
-            .collect::<Vec<_>>()
-            .join("\n")
+            .last()
+            .map_or("", |m| m.content.as_str())
     }
 
-    /// The parameters that change an answer, in a canonical form.
+    /// Everything else that changes an answer, in a canonical form: the cache scope. The
+    /// earlier messages (system prompt included) are part of it, so a cached answer is only
+    /// reused in the same context.
     fn cache_params(&self) -> String {
         let g = &self.generation;
+        let context = &g.messages[..g.messages.len().saturating_sub(1)];
         serde_json::json!({
             "max_tokens": g.max_tokens, "temperature": g.temperature, "seed": g.seed, "stop": g.stop,
+            "context": context,
         })
         .to_string()
     }
@@ -265,7 +268,7 @@ impl Engine {
             return Err(None);
         }
         let key = KeyId::new(prepared.owner.as_str());
-        let prompt = prepared.cache_prompt();
+        let prompt = prepared.cache_prompt().to_string();
         let params = prepared.cache_params();
         let model = self.backend.model_name();
         let request = CacheRequest {

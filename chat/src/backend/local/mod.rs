@@ -44,6 +44,9 @@ pub struct LocalOptions {
     pub repeat_penalty: f32,
     /// Requests waiting for the model thread beyond the running one.
     pub queue: usize,
+    /// Threads of the matrix products; 0 = one per CPU. On a shared or CPU-limited node,
+    /// fewer threads than cores avoid workers spinning against each other.
+    pub threads: usize,
 }
 
 struct Job {
@@ -93,10 +96,17 @@ impl LocalBackend {
             repeat_penalty: options.repeat_penalty,
         };
         let thread_alive = alive.clone();
+        // candle parallelises with rayon; its own pool keeps the model's threads apart from
+        // anything else in the process that uses the global one.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads)
+            .thread_name(|i| format!("mooring-llm-{i}"))
+            .build()
+            .map_err(|e| BackendError::Load(format!("--chat-threads: {e}")))?;
         std::thread::Builder::new()
             .name("mooring-llm".into())
             .spawn(move || {
-                worker.run(queue);
+                pool.install(|| worker.run(queue));
                 thread_alive.store(false, Ordering::SeqCst);
             })
             .map_err(|e| BackendError::Load(format!("cannot start the model thread: {e}")))?;
