@@ -48,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
     .with_graceful_shutdown(wait(shutdown_rx.clone()));
     let server = tokio::spawn(async move { server.await });
 
+    mooring_operator::install_crypto_provider();
     let client = Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;

@@ -64,6 +64,7 @@ async fn wait_for_version(deployments: &Api<Deployment>, name: &str, version: &s
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster (kubeconfig); run with -- --ignored"]
 async fn alias_move_rolls_out_the_new_version() {
+    mooring_operator::install_crypto_provider();
     let client = Client::try_default()
         .await
         .expect("a kubeconfig or in-cluster config");
