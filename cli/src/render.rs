@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use mooring_registry::{ModelVersion, TensorSpec, local::rfc3339_from_ms};
+use mooring_registry::{ModelVersion, TensorSpec, time::rfc3339_from_ms};
 
 /// Left-aligned columns separated by two spaces, header first.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {

@@ -14,6 +14,7 @@ pub mod local;
 pub mod mlflow;
 mod model_ref;
 mod signature;
+pub mod time;
 
 pub use config::{RegistryConfig, connect};
 pub use digest::Sha256Sums;
