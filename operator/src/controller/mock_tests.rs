@@ -496,3 +496,54 @@ async fn steady_state_applies_children_but_writes_nothing_else() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn crash_looping_new_pods_fail_the_rollout() {
+    let rolling_3 = SERVING_2
+        .replace(
+            "outcome: Ready}]",
+            "outcome: Superseded}, {version: '3', startedAt: '2026-01-03T00:00:00Z', outcome: Progressing}]",
+        )
+        .replace("resolvedVersion: '2'", "resolvedVersion: '3'");
+    let (action, _) = run(md_with_status(&rolling_3), registry(Some("3"), false), |mut server| async move {
+        let deployment = server.expect(Method::PATCH, DEPLOYMENT).await;
+        let reply = applied(
+            &deployment,
+            2,
+            json!({"observedGeneration": 2, "replicas": 2, "readyReplicas": 1, "updatedReplicas": 1}),
+        );
+        deployment.reply(StatusCode::OK, &reply);
+        server.expect(Method::PATCH, SERVICE).await.echo();
+
+        // The new version's pods, found by the stable selector plus the version label.
+        let pods = server.expect(Method::GET, "/api/v1/namespaces/ml/pods").await;
+        let selector = pods.query.get("labelSelector").cloned().unwrap_or_default();
+        for wanted in [
+            "app.kubernetes.io/name=inference-server",
+            "app.kubernetes.io/instance=iris",
+            "mooring.dev/model-version=3",
+        ] {
+            assert!(selector.split(',').any(|s| s == wanted), "{wanted} not in {selector}");
+        }
+        let list = json!({
+            "apiVersion": "v1", "kind": "PodList", "metadata": {},
+            "items": [{"metadata": {"name": "iris-7d9-abc"},
+                       "status": {"containerStatuses": [{"name": "inference-server", "image": IMAGE, "imageID": "",
+                                  "ready": false, "restartCount": 5,
+                                  "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}]
+        });
+        pods.reply(StatusCode::OK, &list);
+
+        let status = server.expect(Method::PATCH, STATUS).await;
+        let s = &status.body["status"];
+        assert_eq!(s["history"][2]["outcome"], "Failed");
+        assert!(s["history"][2]["message"].as_str().unwrap().contains("iris-7d9-abc"));
+        assert_eq!(s["rollbackPin"]["version"], "2");
+        reply_status(status);
+        expect_event(&mut server, "Warning", "RolloutFailed").await;
+        expect_event(&mut server, "Warning", "RolledBack").await;
+        server
+    })
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_millis(100)));
+}
