@@ -1,6 +1,7 @@
 //! Measures the local backend: time to first token and generation speed.
 //!
-//! `cargo run -p mooring-chat --example local_speed -- <model.gguf> [runs] [max_tokens] [threads]`
+//! `cargo run -p mooring-chat --example local_speed -- <model.gguf> [runs] [max_tokens]`
+//! (candle's thread count: `CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, else the cores)
 
 use std::time::Instant;
 
@@ -16,7 +17,6 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf".into());
     let runs: usize = args.next().map_or(Ok(3), |s| s.parse())?;
     let max_tokens: u32 = args.next().map_or(Ok(128), |s| s.parse())?;
-    let threads: usize = args.next().map_or(Ok(0), |s| s.parse())?;
     let started = Instant::now();
     let backend = LocalBackend::load(LocalOptions {
         gguf: gguf.into(),
@@ -25,7 +25,6 @@ async fn main() -> anyhow::Result<()> {
         default_temperature: 0.0,
         repeat_penalty: 1.1,
         queue: 1,
-        threads,
     })?;
     println!("load: {:.2} s", started.elapsed().as_secs_f64());
     for run in 0..runs {

@@ -74,10 +74,6 @@ pub struct ChatArgs {
     #[arg(long, env = "MOORING_CHAT_REPEAT_PENALTY", default_value_t = 1.1)]
     pub chat_repeat_penalty: f32,
 
-    /// Threads the local model computes with; 0 = one per CPU.
-    #[arg(long, env = "MOORING_CHAT_THREADS", default_value_t = 0)]
-    pub chat_threads: usize,
-
     /// Requests allowed to wait for the local model; more get 429.
     #[arg(long, env = "MOORING_CHAT_QUEUE", default_value_t = 8)]
     pub chat_queue: usize,

@@ -298,7 +298,6 @@ async fn build_backend(args: &ChatArgs) -> Result<Arc<dyn Backend>, BuildError> 
                 default_temperature: args.chat_temperature,
                 repeat_penalty: args.chat_repeat_penalty,
                 queue: args.chat_queue,
-                threads: args.chat_threads,
             };
             let backend = tokio::task::spawn_blocking(move || LocalBackend::load(options))
                 .await

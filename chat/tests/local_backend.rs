@@ -23,7 +23,6 @@ fn backend() -> Arc<LocalBackend> {
                     default_temperature: 0.0,
                     repeat_penalty: 1.1,
                     queue: 8,
-                    threads: 0,
                 })
                 .expect("the GGUF loads"),
             )
