@@ -672,3 +672,47 @@ async fn exact_cache_answers_repeated_sessionless_prompts_only() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn grpc_requires_a_valid_key_when_keys_are_configured() {
+    use mooring_chat::proto::ChatRequest;
+    use mooring_chat::proto::chat_service_client::ChatServiceClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest("grpc-secret"))
+    };
+    std::fs::write(&keys, format!("sha256:{digest} carol\n")).unwrap();
+    let backend = Arc::new(ScriptedBackend::default());
+    let (service, _) =
+        common::service_with(backend, None, &["--api-keys-file", keys.to_str().unwrap()]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let grpc = service.grpc_service();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(grpc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap()
+    });
+    let mut client = ChatServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let ask = || ChatRequest {
+        prompt: "hi".into(),
+        ..Default::default()
+    };
+    let denied = client.chat(ask()).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+    let mut request = tonic::Request::new(ask());
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer grpc-secret".parse().unwrap());
+    assert_eq!(
+        client.chat(request).await.unwrap().into_inner().content,
+        "echo: hi (turns: 1)"
+    );
+}
