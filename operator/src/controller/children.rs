@@ -152,16 +152,25 @@ pub fn build(
             ..EnvVar::default()
         });
     }
-    let mut volumes = vec![Volume {
-        name: "cache".into(),
+    // The root filesystem is read-only: the artifact cache and temporary files get emptyDirs.
+    let empty_dir = |name: &str| Volume {
+        name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Volume::default()
-    }];
-    let mut mounts = vec![VolumeMount {
-        name: "cache".into(),
-        mount_path: CACHE_DIR.into(),
-        ..VolumeMount::default()
-    }];
+    };
+    let mut volumes = vec![empty_dir("cache"), empty_dir("tmp")];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "cache".into(),
+            mount_path: CACHE_DIR.into(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        },
+    ];
     match &valid.registry {
         RegistryTarget::Mlflow {
             token: Some(secret),
@@ -492,6 +501,17 @@ mod tests {
         assert_eq!(
             ports,
             vec![("http".to_string(), 8080), ("grpc".to_string(), 8081)]
+        );
+        let writable: Vec<_> = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert!(
+            writable.contains(&"/tmp") && writable.contains(&CACHE_DIR),
+            "{writable:?}"
         );
         let sc = container.security_context.as_ref().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
