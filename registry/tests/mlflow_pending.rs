@@ -3,6 +3,7 @@
 //! test runs its own `mlflow server` (from the test venv, `MOORING_TEST_PYTHON`) on a sqlite
 //! file it owns and puts one version back into `PENDING_REGISTRATION` in the database.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,8 +20,21 @@ struct Server {
 }
 
 impl Drop for Server {
+    /// `mlflow server` forks uvicorn, a job runner and huey consumers (which ignore
+    /// SIGTERM): stop the whole process group it leads, politely first, then for sure.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -55,6 +69,8 @@ async fn start_mlflow(dir: &Path) -> Server {
         .arg(dir.join("artifacts"))
         .stdout(Stdio::null())
         .stderr(log)
+        // Its own process group, so Drop can stop every process it forks.
+        .process_group(0)
         .spawn()
         .expect("start mlflow server from MOORING_TEST_PYTHON");
     let mut server = Server {
