@@ -16,6 +16,8 @@ pub enum ChatError {
     InvalidRequest { param: String, message: String },
     #[error("session `{0}` not found")]
     SessionNotFound(String),
+    #[error("body: larger than the limit of {0} bytes")]
+    TooLarge(usize),
     /// The prompt guard refused the prompt; the analysis goes back to the caller.
     #[error("the prompt was blocked by the prompt-injection guard")]
     Blocked(serde_json::Value),
@@ -38,6 +40,7 @@ impl ChatError {
         match self {
             ChatError::InvalidRequest { .. } => "invalid_request",
             ChatError::SessionNotFound(_) => "not_found",
+            ChatError::TooLarge(_) => "too_large",
             ChatError::Blocked(_) => "blocked",
             ChatError::Backend(e) => e.label(),
             ChatError::Memory(_) => "memory",
@@ -48,6 +51,7 @@ impl ChatError {
         match self {
             ChatError::InvalidRequest { .. } | ChatError::Blocked(_) => StatusCode::BAD_REQUEST,
             ChatError::SessionNotFound(_) => StatusCode::NOT_FOUND,
+            ChatError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::Backend(BackendError::InvalidRequest(_)) => StatusCode::BAD_REQUEST,
             ChatError::Backend(BackendError::Busy(_)) => StatusCode::TOO_MANY_REQUESTS,
             ChatError::Backend(BackendError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
@@ -61,7 +65,7 @@ impl ChatError {
     /// OpenAI's `error.type`.
     fn openai_type(&self) -> &'static str {
         match self.status() {
-            StatusCode::BAD_REQUEST => "invalid_request_error",
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "invalid_request_error",
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             _ => "server_error",
@@ -92,7 +96,9 @@ impl ChatError {
     pub fn grpc_status(&self) -> tonic::Status {
         let message = self.to_string();
         match self.status() {
-            StatusCode::BAD_REQUEST => tonic::Status::invalid_argument(message),
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
+                tonic::Status::invalid_argument(message)
+            }
             StatusCode::NOT_FOUND => tonic::Status::not_found(message),
             StatusCode::TOO_MANY_REQUESTS => tonic::Status::resource_exhausted(message),
             StatusCode::GATEWAY_TIMEOUT => tonic::Status::deadline_exceeded(message),

@@ -716,3 +716,19 @@ async fn grpc_requires_a_valid_key_when_keys_are_configured() {
         "echo: hi (turns: 1)"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_413_in_openai_shape() {
+    let (backend, router, _) = setup(&[]);
+    let huge =
+        json!({"messages": [{"role": "user", "content": "x".repeat(2 * 1024 * 1024)}]}).to_string();
+    let reply = call(&router, "POST", "/v1/chat/completions", &[], Some(&huge)).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("body")
+    );
+    assert!(backend.received.lock().unwrap().is_empty());
+}

@@ -2,13 +2,12 @@
 //! and stateless `generate` / `generate-secure`.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{parse_json, session_id};
+use super::{Body, parse_json, session_id};
 use crate::backend::{ChatMessage, Role};
 use crate::engine::{ChatRequest, validate_session_id};
 use crate::error::{ChatError, Result};
@@ -58,9 +57,9 @@ pub async fn chat(
     State(shared): State<Shared>,
     caller: Caller,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Value>> {
-    let request: PromptRequest = parse_json(&body)?;
+    let request: PromptRequest = parse_json(body)?;
     let id = session_id(&headers, request.session_id.clone())?
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let chat = request.into_chat(caller.owner, Some(id.clone()))?;
@@ -113,9 +112,9 @@ pub async fn list_sessions(State(shared): State<Shared>, caller: Caller) -> Resu
 pub async fn generate(
     State(shared): State<Shared>,
     caller: Caller,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Value>> {
-    let request: PromptRequest = parse_json(&body)?;
+    let request: PromptRequest = parse_json(body)?;
     reject_session(&request)?;
     let chat = request.into_chat(caller.owner, None)?;
     let guard = shared.check_prompt(&chat)?;
@@ -131,9 +130,9 @@ pub async fn generate(
 pub async fn generate_secure(
     State(shared): State<Shared>,
     caller: Caller,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Value>> {
-    let request: PromptRequest = parse_json(&body)?;
+    let request: PromptRequest = parse_json(body)?;
     reject_session(&request)?;
     let chat = request.into_chat(caller.owner, None)?;
     let analysis = shared.analyze_prompt(&chat)?;

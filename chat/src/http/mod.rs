@@ -34,10 +34,20 @@ pub fn router(shared: Shared) -> Router {
         .with_state(shared)
 }
 
+/// A request body, or why it could not be read (e.g. over [`MAX_BODY_BYTES`]).
+pub type Body = std::result::Result<Bytes, axum::extract::rejection::BytesRejection>;
+
 /// Parses a JSON body with an error that says what is wrong and where (serde names the
 /// field, e.g. "missing field `messages`").
-pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| ChatError::invalid("body", e.to_string()))
+pub fn parse_json<T: DeserializeOwned>(body: Body) -> Result<T> {
+    let body = body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ChatError::TooLarge(MAX_BODY_BYTES)
+        } else {
+            ChatError::invalid("body", e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| ChatError::invalid("body", e.to_string()))
 }
 
 /// The session id from the header, else from the body; both must agree when both given.

@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, Sse};
@@ -13,7 +12,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{SESSION_HEADER, parse_json, session_id, unix_now};
+use super::{Body, SESSION_HEADER, parse_json, session_id, unix_now};
 use crate::backend::{ChatMessage, Role, StreamEvent};
 use crate::engine::ChatRequest;
 use crate::error::{ChatError, Result};
@@ -116,7 +115,7 @@ pub async fn chat_completions(
     State(shared): State<Shared>,
     caller: Caller,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     match handle(shared.clone(), caller, headers, body).await {
         Ok(response) => response,
@@ -131,9 +130,9 @@ async fn handle(
     shared: Shared,
     caller: Caller,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response> {
-    let request: CompletionRequest = parse_json(&body)?;
+    let request: CompletionRequest = parse_json(body)?;
     let model = shared.engine.backend.model_name().to_string();
     if let Some(asked) = &request.model
         && *asked != model
