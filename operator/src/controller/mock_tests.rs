@@ -547,3 +547,16 @@ async fn crash_looping_new_pods_fail_the_rollout() {
     .await;
     assert_eq!(action, Action::requeue(Duration::from_millis(100)));
 }
+
+#[tokio::test]
+async fn a_resource_being_deleted_is_left_to_the_garbage_collector() {
+    let mut md = md_with_status(SERVING_2);
+    md.metadata.deletion_timestamp = Some(at(2_000));
+    let (action, _) = run(
+        md,
+        registry(Some("3"), false),
+        |server| async move { server },
+    )
+    .await;
+    assert_eq!(action, Action::await_change());
+}

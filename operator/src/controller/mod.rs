@@ -162,6 +162,11 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
     let namespace = md
         .namespace()
         .ok_or_else(|| Error::NotNamespaced(name.clone()))?;
+    // Being deleted: the garbage collector removes the children through their owner
+    // references; applying them again would only race it.
+    if md.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
     let key = object_key(md);
     let client = ctx.client.clone();
     let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), &namespace);
