@@ -13,7 +13,11 @@ RUN=$(mktemp -d "${TMPDIR:-/tmp}/mooring-test.XXXXXX")
 PIDS=()
 cleanup() {
     local status=$?
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # Each service runs in its own session: stop the whole group (mlflow forks workers
+    # that outlive their parent otherwise).
+    for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+    sleep 1
+    for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     if [ $status -ne 0 ]; then
         for f in "$RUN"/*.log; do [ -s "$f" ] && { echo "--- $f (last lines)"; tail -n 20 "$f"; }; done
@@ -37,28 +41,28 @@ wait_http() {
 }
 
 port=$(free_port)
-"$CACHE/venv/bin/mlflow" server --backend-store-uri "sqlite:///$RUN/mlflow.db" \
+setsid "$CACHE/venv/bin/mlflow" server --backend-store-uri "sqlite:///$RUN/mlflow.db" \
     --artifacts-destination "$RUN/mlflow-artifacts" --host 127.0.0.1 --port "$port" --workers 1 \
     >"$RUN/mlflow.log" 2>&1 &
 PIDS+=($!); MLFLOW_PID=$!
 export MOORING_TEST_MLFLOW_URL="http://127.0.0.1:$port"
 
 port=$(free_port)
-redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no >"$RUN/redis.log" 2>&1 &
+setsid redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no >"$RUN/redis.log" 2>&1 &
 PIDS+=($!)
 export MOORING_TEST_REDIS_URL="redis://127.0.0.1:$port"
 
 export MOORING_TEST_GGUF="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 export MOORING_TEST_MINILM_DIR="$CACHE/models/all-MiniLM-L6-v2"
 port=$(free_port)
-"$CACHE/llama.cpp/build/bin/llama-server" -m "$MOORING_TEST_GGUF" --alias smollm2 \
+setsid "$CACHE/llama.cpp/build/bin/llama-server" -m "$MOORING_TEST_GGUF" --alias smollm2 \
     --host 127.0.0.1 --port "$port" --ctx-size 2048 --threads 1 --parallel 2 \
     >"$RUN/llama-server.log" 2>&1 &
 PIDS+=($!); LLAMA_PID=$!
 export MOORING_TEST_LLAMA_URL="http://127.0.0.1:$port"
 
 port=$(free_port)
-"$CACHE/venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$RUN/s3.log" 2>&1 &
+setsid "$CACHE/venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$RUN/s3.log" 2>&1 &
 PIDS+=($!); S3_PID=$!
 export MOORING_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
 export MOORING_TEST_S3_BUCKET=mooring-test
