@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::serve::ListenerExt;
 use mooring_registry::{ModelRef, Registry, RegistryConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -151,6 +152,13 @@ pub async fn run(
     if let Some(extra) = extras.http {
         router = router.merge(extra);
     }
+    // Small answers must leave at once: with Nagle's algorithm a response written in several
+    // pieces (HTTP/2 headers, data and trailers) waits for the peer's delayed ACK (~40 ms).
+    let http = http.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let http_server = axum::serve(http, router).with_graceful_shutdown(stopped(stop_rx.clone()));
 
     let mut routes = extras.grpc;
@@ -158,7 +166,7 @@ pub async fn run(
     let grpc_server = tonic::transport::Server::builder()
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc),
+            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
             stopped(stop_rx),
         );
 
