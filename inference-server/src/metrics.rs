@@ -28,8 +28,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Metrics in a registry of their own.
     pub fn new() -> Self {
-        let registry = Registry::new();
+        Self::with_registry(Registry::new())
+    }
+
+    /// Metrics registered into `registry`, which other components share (one `/metrics`).
+    pub fn with_registry(registry: Registry) -> Self {
         let requests = IntCounterVec::new(
             Opts::new(
                 "mooring_inference_requests_total",

@@ -17,7 +17,7 @@ use crate::backend::BatchConfig;
 use crate::config::{ModelSource, ServeArgs};
 use crate::grpc::InferenceService;
 use crate::metrics::Metrics;
-use crate::state::{LoadedModel, ServerState};
+use crate::state::{InferenceObserver, LoadedModel, ServerState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -47,6 +47,11 @@ pub struct Extras {
     pub http: Option<axum::Router>,
     /// Services served beside `inference.GRPCInferenceService`.
     pub grpc: RoutesBuilder,
+    /// Sees every completed inference (the prediction logger).
+    pub observer: Option<Arc<dyn InferenceObserver>>,
+    /// A Prometheus registry shared with other components; the server's metrics join it
+    /// and `/metrics` renders all of it.
+    pub metrics_registry: Option<prometheus::Registry>,
 }
 
 /// Opens the registry named on the command line.
@@ -90,8 +95,15 @@ pub async fn load_model(
 
 /// Loads every model of `args` into a server state.
 pub async fn load_state(args: &ServeArgs) -> Result<ServerState, ServeError> {
+    load_state_with(args, Metrics::new()).await
+}
+
+/// [`load_state`] with metrics the caller created (e.g. in a shared registry).
+pub async fn load_state_with(
+    args: &ServeArgs,
+    metrics: Metrics,
+) -> Result<ServerState, ServeError> {
     let registry = open_registry(&args.source)?;
-    let metrics = Metrics::new();
     let batching = args.batching.config();
     let mut models = Vec::new();
     for reference in &args.models {
@@ -212,8 +224,16 @@ pub async fn shutdown_signal() {
 }
 
 /// The `serve` subcommand.
-pub async fn serve(args: ServeArgs, extras: Extras) -> Result<(), ServeError> {
-    let state = Arc::new(load_state(&args).await?);
+pub async fn serve(args: ServeArgs, mut extras: Extras) -> Result<(), ServeError> {
+    let metrics = extras
+        .metrics_registry
+        .take()
+        .map_or_else(Metrics::new, Metrics::with_registry);
+    let mut state = load_state_with(&args, metrics).await?;
+    if let Some(observer) = extras.observer.take() {
+        state = state.with_observer(observer);
+    }
+    let state = Arc::new(state);
     let (http, grpc) = bind(&args.host, args.http_port, args.grpc_port).await?;
     let addr = |l: &TcpListener| {
         l.local_addr()
