@@ -174,8 +174,12 @@ impl Engine {
         }
         if let Some(id) = &request.session_id {
             validate_session_id(id)?;
-            if let Some(session) = self.store.load(&request.owner, id).await? {
-                messages.extend(session.messages);
+            match self.store.load(&request.owner, id).await? {
+                Some(session) => messages.extend(session.messages),
+                None if self.store.exists(id).await? => {
+                    return Err(ChatError::SessionNotFound(id.clone()));
+                }
+                None => {}
             }
         }
         messages.extend(rest);

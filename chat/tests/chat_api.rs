@@ -284,7 +284,7 @@ async fn sessions_belong_to_the_key_that_created_them() {
         line("alice-secret", "alice") + &line("bob-secret", "bob"),
     )
     .unwrap();
-    let (_, router, _) = setup(&["--api-keys-file", keys.to_str().unwrap()]);
+    let (backend, router, _) = setup(&["--api-keys-file", keys.to_str().unwrap()]);
     let alice = [("authorization", "Bearer alice-secret")];
     let bob = [("authorization", "Bearer bob-secret")];
 
@@ -316,9 +316,11 @@ async fn sessions_belong_to_the_key_that_created_them() {
             .status,
         StatusCode::NOT_FOUND
     );
-    // Bob cannot write into Alice's session either.
+    // Bob cannot write into Alice's session either, and costs no generation trying.
+    let generated = backend.received.lock().unwrap().len();
     let hijack = call(&router, "POST", "/api/v1/chat", &bob, Some(body)).await;
     assert_eq!(hijack.status, StatusCode::NOT_FOUND, "{}", hijack.text);
+    assert_eq!(backend.received.lock().unwrap().len(), generated);
     assert_eq!(
         call(&router, "GET", "/api/v1/sessions", &bob, None)
             .await

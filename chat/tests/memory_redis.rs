@@ -71,6 +71,7 @@ async fn sessions_are_owned_listed_and_deleted() {
         "bob cannot write alice's session"
     );
     assert!(s.load("bob", "a1").await.unwrap().is_none());
+    assert!(s.exists("a1").await.unwrap() && !s.exists("nobody").await.unwrap());
     assert!(!s.delete("bob", "a1").await.unwrap());
     assert_eq!(s.list("alice").await.unwrap(), ["a1", "a2"]);
     assert!(s.list("bob").await.unwrap().is_empty());

@@ -104,6 +104,11 @@ impl SessionStore for InProcessStore {
         Ok(Some(entry.session.clone()))
     }
 
+    async fn exists(&self, id: &str) -> Result<bool> {
+        let mut sessions = self.lock();
+        Ok(self.live(&mut sessions, id))
+    }
+
     async fn delete(&self, owner: &str, id: &str) -> Result<bool> {
         let mut sessions = self.lock();
         if !self.live(&mut sessions, id) {

@@ -83,6 +83,10 @@ pub trait SessionStore: Send + Sync + 'static {
         assistant: &str,
     ) -> Result<Option<Session>>;
 
+    /// Whether a live session has this id, whoever owns it: a request must not spend a
+    /// generation on a session it will not be allowed to write.
+    async fn exists(&self, id: &str) -> Result<bool>;
+
     /// Deletes the session; false when missing or owned by another key.
     async fn delete(&self, owner: &str, id: &str) -> Result<bool>;
 

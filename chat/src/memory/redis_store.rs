@@ -150,6 +150,10 @@ impl SessionStore for RedisStore {
         }))
     }
 
+    async fn exists(&self, id: &str) -> Result<bool> {
+        Ok(self.owner_of(id).await?.is_some())
+    }
+
     async fn delete(&self, owner: &str, id: &str) -> Result<bool> {
         if self.owner_of(id).await?.as_deref() != Some(owner) {
             return Ok(false);
