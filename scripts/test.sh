@@ -69,6 +69,9 @@ export MOORING_TEST_S3_BUCKET=mooring-test
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 
 export MOORING_TEST_PYTHON="$CACHE/venv/bin/python"
+# nextest runs tests two at a time on two cores: one candle thread each (its pool spins
+# while waiting, so more threads than free cores make generation several times slower).
+export CANDLE_NUM_THREADS=${CANDLE_NUM_THREADS:-1}
 
 wait_http mlflow "$MOORING_TEST_MLFLOW_URL/health" "$MLFLOW_PID"
 wait_http llama-server "$MOORING_TEST_LLAMA_URL/health" "$LLAMA_PID"
