@@ -10,6 +10,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use bytes::Bytes;
 
 use crate::error::{Result, ServerError};
@@ -59,8 +60,6 @@ impl ServerError {
             .into_response()
     }
 }
-
-use axum::response::IntoResponse;
 
 #[cfg(test)]
 pub(crate) mod tests;
