@@ -1,6 +1,7 @@
 //! One drift check: current columns from logged records, reference columns from a CSV,
 //! a test per feature, the dataset verdict and prediction drift.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -289,18 +290,21 @@ fn test_feature(
     // A column numeric on one side only (text in the logs, numbers in the CSV) is compared
     // as categories.
     let (r, c) = match (reference, current) {
-        (Column::Numeric(_), Column::Numeric(_)) => (reference.clone(), current.clone()),
+        (Column::Numeric(_), Column::Numeric(_)) => {
+            (Cow::Borrowed(reference), Cow::Borrowed(current))
+        }
         _ => (
-            Column::Categorical(reference.to_categorical()),
-            Column::Categorical(current.to_categorical()),
+            Cow::Owned(Column::Categorical(reference.to_categorical())),
+            Cow::Owned(Column::Categorical(current.to_categorical())),
         ),
     };
-    let choice = config.overrides.choose(name, &r, &c);
-    let outcome = stats::run_test(choice, &r, &c).map_err(|reason| CheckError::Test {
+    let (r, c) = (r.as_ref(), c.as_ref());
+    let choice = config.overrides.choose(name, r, c);
+    let outcome = stats::run_test(choice, r, c).map_err(|reason| CheckError::Test {
         feature: name.to_string(),
         reason,
     })?;
-    let kind = match (&r, choice.test) {
+    let kind = match (r, choice.test) {
         (Column::Numeric(_), TestKind::Ks | TestKind::Wasserstein) => Kind::Numeric,
         (Column::Numeric(v), _) if binning_distinct(v) > stats::MAX_CATEGORICAL_UNIQUE => {
             Kind::Numeric
@@ -314,7 +318,7 @@ fn test_feature(
         reference_count: r.len(),
         current_count: c.len(),
         current_missing: missing,
-        histogram: stats::histogram(&r, &c),
+        histogram: stats::histogram(r, c),
     })
 }
 
@@ -329,15 +333,35 @@ fn current_columns(
     let mut numbers: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut texts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut missing: BTreeMap<String, usize> = BTreeMap::new();
-    for rec in records {
-        for (name, value) in rec.feature_values() {
-            missing.entry(name.clone()).or_insert(0);
-            match value {
-                FeatureValue::Number(v) if v.is_finite() => {
-                    numbers.entry(name).or_default().push(v)
+    let mut add = |name: &str, value: &FeatureValue| {
+        // Look up before inserting so the hot path allocates no key.
+        if !missing.contains_key(name) {
+            missing.insert(name.to_string(), 0);
+        }
+        match value {
+            FeatureValue::Number(v) if v.is_finite() => match numbers.get_mut(name) {
+                Some(col) => col.push(*v),
+                None => {
+                    numbers.insert(name.to_string(), vec![*v]);
                 }
-                FeatureValue::Text(t) => *texts.entry(name).or_default().entry(t).or_insert(0) += 1,
-                _ => *missing.get_mut(&name).expect("inserted above") += 1,
+            },
+            FeatureValue::Text(t) => {
+                *texts
+                    .entry(name.to_string())
+                    .or_default()
+                    .entry(t.clone())
+                    .or_insert(0) += 1
+            }
+            _ => *missing.get_mut(name).expect("inserted above") += 1,
+        }
+    };
+    for rec in records {
+        for (name, value) in &rec.features {
+            add(name, value);
+        }
+        if rec.raw_inputs.is_some() {
+            for (name, value) in rec.feature_values().iter().skip(rec.features.len()) {
+                add(name, value);
             }
         }
     }

@@ -90,6 +90,19 @@ pub struct DriftArgs {
     /// Write the full JSON and HTML reports here (default: `reports/` in the sink).
     #[arg(long, env = "MOORING_DRIFT_REPORT_DIR")]
     pub report_dir: Option<PathBuf>,
+    /// S3-compatible endpoint for `s3://` sinks and references (credentials and region
+    /// come from the usual AWS_* variables).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+}
+
+impl DriftArgs {
+    fn s3(&self) -> S3Options {
+        S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Run the check; see the module docs for what is written where.
@@ -128,7 +141,7 @@ async fn run_inner(args: &DriftArgs) -> Result<DriftReport, DriftError> {
         max_samples: args.max_samples,
     };
     let started = std::time::Instant::now();
-    let (records, read) = read_records(&args.sink, &query, &S3Options::default()).await?;
+    let (records, read) = read_records(&args.sink, &query, &args.s3()).await?;
     tracing::info!(
         records = records.len(),
         files = read.files,
@@ -232,7 +245,7 @@ pub fn parse_since(s: &str) -> Result<i64, DriftError> {
 
 async fn load_reference(args: &DriftArgs) -> Result<Dataset, DriftError> {
     let (bytes, name) = match (&args.reference, &args.registry) {
-        (Some(uri), _) => (read_uri(uri).await?, uri.clone()),
+        (Some(uri), _) => (read_uri(uri, &args.s3()).await?, uri.clone()),
         (None, Some(registry)) => {
             let version = args
                 .version
@@ -286,13 +299,13 @@ async fn registry_reference(
 }
 
 /// Read a local path, `file://` URL or `s3://bucket/key` object.
-async fn read_uri(uri: &str) -> Result<Vec<u8>, DriftError> {
+async fn read_uri(uri: &str, s3: &S3Options) -> Result<Vec<u8>, DriftError> {
     if let Some(rest) = uri.strip_prefix("s3://") {
         let (bucket, key) = rest.split_once('/').ok_or_else(|| DriftError::InvalidArg {
             flag: "reference",
             reason: format!("{uri:?} has no object key"),
         })?;
-        let store = SinkUrl::object_store(bucket, &S3Options::default())?;
+        let store = SinkUrl::object_store(bucket, s3)?;
         let got = store
             .get(&ObjectPath::from(key))
             .await
@@ -315,7 +328,7 @@ async fn write_reports(
     sink: &SinkUrl,
     full: &check::FullReport,
 ) -> Result<String, DriftError> {
-    let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+    let stamp = humantime::format_rfc3339_millis(SystemTime::now())
         .to_string()
         .replace(':', "");
     let name = format!(
@@ -347,7 +360,7 @@ async fn write_reports(
     let SinkUrl::S3 { bucket, prefix } = sink else {
         unreachable!("directories handled above")
     };
-    let store = SinkUrl::object_store(bucket, &S3Options::default())?;
+    let store = SinkUrl::object_store(bucket, &args.s3())?;
     let base = if prefix.is_empty() {
         format!("reports/{name}")
     } else {
@@ -390,6 +403,13 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         drift: DriftArgs,
+    }
+
+    #[test]
+    fn since_accepts_rfc3339_with_milliseconds() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_324_957_546);
+        let text = humantime::format_rfc3339_millis(t).to_string();
+        assert_eq!(parse_since(&text).unwrap(), 1_795_324_957_546, "{text}");
     }
 
     #[test]

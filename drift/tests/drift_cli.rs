@@ -225,3 +225,56 @@ async fn many_features_are_truncated_to_fit_the_termination_message() {
         "{message}"
     );
 }
+
+/// An `s3://` sink on a real S3-compatible server: the check reads the logs there and puts
+/// its reports beside them.
+#[tokio::test]
+async fn drift_reads_an_s3_sink_and_writes_the_report_beside_it() {
+    let endpoint = std::env::var("MOORING_TEST_S3_ENDPOINT")
+        .unwrap_or_else(|_| panic!("MOORING_TEST_S3_ENDPOINT is not set (an S3-compatible server such as moto_server); run `make test`"));
+    let bucket = std::env::var("MOORING_TEST_S3_BUCKET")
+        .unwrap_or_else(|_| panic!("MOORING_TEST_S3_BUCKET is not set (an existing bucket on MOORING_TEST_S3_ENDPOINT); run `make test`"));
+    let s3 = mooring_drift::log::S3Options {
+        endpoint: Some(endpoint.clone()),
+        ..Default::default()
+    };
+    let prefix = format!("cli-{}", mooring_drift::log::record::now_ms());
+    let sink = format!("s3://{bucket}/{prefix}");
+    let rows = reference_rows();
+    let names: Vec<String> = FEATURES.iter().map(|s| s.to_string()).collect();
+    let opts = LoggerOptions {
+        s3: s3.clone(),
+        ..Default::default()
+    };
+    let (logger, writer) = PredictionLogger::start(&sink, opts).await.unwrap();
+    for (i, (x, class)) in rows.iter().cycle().take(240).enumerate() {
+        let mut rec = PredictionRecord::now("iris-classifier", "2", &format!("r{i}"), "grpc_v2")
+            .with_features(&names, x);
+        rec.prediction.class_index = Some(*class);
+        logger.log(rec);
+    }
+    logger.shutdown().await;
+    writer.await.unwrap();
+    let r = run(args(&sink, &["--s3-endpoint", &endpoint]))
+        .await
+        .unwrap();
+    assert_eq!(r.verdict, DriftVerdict::NoDrift, "{r:?}");
+    assert_eq!(r.samples, 240);
+    let uri = r.report_uri.unwrap();
+    assert!(
+        uri.starts_with(&format!("s3://{bucket}/{prefix}/reports/"))
+            && uri.ends_with("report.html"),
+        "{uri}"
+    );
+    let store = mooring_drift::log::SinkUrl::object_store(&bucket, &s3).unwrap();
+    use object_store::ObjectStoreExt;
+    let key = uri.strip_prefix(&format!("s3://{bucket}/")).unwrap();
+    let html = store
+        .get(&object_store::path::Path::from(key))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&html).contains("<svg"));
+}

@@ -36,6 +36,11 @@ pub struct ReadStats {
     pub invalid_lines: usize,
 }
 
+/// Files last modified this long before `since` are skipped unread. The margin covers
+/// coarse file-system timestamps and clock skew between writers and the object store, which
+/// stamps `last_modified` with its own clock; records are still filtered one by one.
+const MTIME_SLACK_MS: i64 = 5 * 60 * 1000;
+
 fn is_log_file(name: &str) -> bool {
     name.starts_with("predictions-") && name.ends_with(".jsonl")
 }
@@ -74,7 +79,7 @@ pub async fn read_records(
                         .ok()
                         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                         .map(|d| d.as_millis() as i64);
-                    if modified_ms.is_some_and(|m| m < since) {
+                    if modified_ms.is_some_and(|m| m < since - MTIME_SLACK_MS) {
                         continue;
                     }
                 }

@@ -9,12 +9,48 @@ use serde::{Deserialize, Serialize};
 /// Numbers stay numbers; text is a categorical value. NaN and ±inf cannot be written in
 /// JSON, so they are logged as `null` (`Missing`): the drift check drops missing values
 /// per feature and reports how many it dropped.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum FeatureValue {
     Number(f64),
     Text(String),
     Missing,
+}
+
+// Hand-written rather than `#[serde(untagged)]`: untagged enums buffer every value before
+// trying each variant, which made reading a million-line log several times slower.
+impl<'de> Deserialize<'de> for FeatureValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = FeatureValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number, a string or null")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::from(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Number(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Number(v as f64))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Text(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Text(v.to_string()))
+            }
+            fn visit_unit<E>(self) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Missing)
+            }
+            fn visit_none<E>(self) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Missing)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl From<f64> for FeatureValue {

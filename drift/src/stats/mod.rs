@@ -128,7 +128,7 @@ impl Column {
     /// Build from raw values: numeric when all parse as numbers.
     pub fn numeric(mut values: Vec<f64>) -> Column {
         values.retain(|v| !v.is_nan());
-        values.sort_by(f64::total_cmp);
+        values.sort_unstable_by(f64::total_cmp);
         Column::Numeric(values)
     }
 
@@ -181,9 +181,7 @@ pub fn default_test(reference: &Column, current: &Column) -> TestKind {
 fn n_unique(a: &Column, b: &Column) -> usize {
     match (a, b) {
         (Column::Numeric(x), Column::Numeric(y)) => {
-            let mut all: Vec<f64> = x.iter().chain(y).copied().collect();
-            all.sort_by(f64::total_cmp);
-            binning::distinct_sorted(&all)
+            distinct_merged(x, y, MAX_CATEGORICAL_UNIQUE + 1)
         }
         _ => {
             let mut keys: Vec<String> = a.to_categorical().into_keys().collect();
@@ -193,6 +191,27 @@ fn n_unique(a: &Column, b: &Column) -> usize {
             keys.len()
         }
     }
+}
+
+/// Distinct values of two sorted samples together, counting no further than `cap`.
+fn distinct_merged(x: &[f64], y: &[f64], cap: usize) -> usize {
+    let (mut i, mut j, mut count) = (0, 0, 0);
+    while (i < x.len() || j < y.len()) && count < cap {
+        let v = match (x.get(i), y.get(j)) {
+            (Some(&a), Some(&b)) => a.min(b),
+            (Some(&a), None) => a,
+            (None, Some(&b)) => b,
+            (None, None) => unreachable!(),
+        };
+        count += 1;
+        while i < x.len() && x[i] <= v {
+            i += 1;
+        }
+        while j < y.len() && y[j] <= v {
+            j += 1;
+        }
+    }
+    count
 }
 
 /// The outcome of one test on one feature.

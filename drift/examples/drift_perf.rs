@@ -1,0 +1,112 @@
+//! Benchmark of the drift check (not a test): loading the prediction log vs the statistics.
+//!
+//! `bench/drift-perf/run.sh` generates the data and runs this in release mode:
+//! `drift_perf <log dir> <reference.csv>`.
+
+use std::time::Instant;
+
+use mooring_drift::check::{CheckConfig, Dataset, run_check};
+use mooring_drift::log::{ReadQuery, S3Options, read_records};
+use mooring_drift::stats::{Column, TestChoice, TestKind, run_test};
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let (Some(logs), Some(reference)) = (args.next(), args.next()) else {
+        eprintln!("usage: drift_perf <log dir> <reference.csv>");
+        std::process::exit(2);
+    };
+    let t = Instant::now();
+    let bytes = std::fs::read(&reference).expect("read the reference CSV");
+    let reference = Dataset::from_csv(&bytes, &reference).expect("parse the reference CSV");
+    let ref_time = t.elapsed();
+
+    let t = Instant::now();
+    let query = ReadQuery {
+        model: "perf".into(),
+        ..Default::default()
+    };
+    let (records, stats) = read_records(&format!("file://{logs}"), &query, &S3Options::default())
+        .await
+        .expect("read the log");
+    let load_time = t.elapsed();
+
+    // The whole check after loading: column extraction + sorting + tests + histograms.
+    let t = Instant::now();
+    let report = run_check(
+        "perf",
+        None,
+        &records,
+        stats.clone(),
+        &reference,
+        &CheckConfig::default(),
+    )
+    .expect("check runs");
+    let check_time = t.elapsed();
+
+    // The statistics alone on prepared (sorted) columns, per test.
+    let names: Vec<String> = reference.columns.keys().cloned().collect();
+    let current: Vec<Column> = names
+        .iter()
+        .map(|n| {
+            let v: Vec<f64> = records
+                .iter()
+                .filter_map(|r| match r.features.get(n) {
+                    Some(mooring_drift::log::FeatureValue::Number(x)) => Some(*x),
+                    _ => None,
+                })
+                .collect();
+            Column::numeric(v)
+        })
+        .collect();
+    println!(
+        "rows: {} current x {} features, reference {} rows",
+        records.len(),
+        names.len(),
+        reference.rows
+    );
+    println!("load reference.csv: {:.3} s", ref_time.as_secs_f64());
+    println!(
+        "load prediction log ({} files, {} lines): {:.3} s",
+        stats.files,
+        stats.lines,
+        load_time.as_secs_f64()
+    );
+    println!(
+        "check after loading (columns + default tests + histograms): {:.3} s",
+        check_time.as_secs_f64()
+    );
+    for test in [
+        TestKind::Wasserstein,
+        TestKind::Ks,
+        TestKind::Psi,
+        TestKind::Jensenshannon,
+    ] {
+        let t = Instant::now();
+        for (name, cur) in names.iter().zip(&current) {
+            let choice = TestChoice {
+                test,
+                threshold: test.default_threshold(),
+            };
+            run_test(choice, &reference.columns[name], cur).expect("test runs");
+        }
+        println!(
+            "  {test:<14} on all {} features (sorted columns): {:.3} s",
+            names.len(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "verdict: {:?}, drifted {} of {}",
+        report.verdict, report.drifted_features, report.tested_features
+    );
+    for f in &report.features {
+        println!(
+            "  {:<4} {} = {:.5} drifted={}",
+            f.name,
+            f.outcome.test,
+            f.outcome.score(),
+            f.outcome.drifted
+        );
+    }
+}
