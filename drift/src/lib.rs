@@ -7,6 +7,28 @@
 //! - [`check`]: one drift check over logged records and a reference dataset.
 //! - [`report`]: the compact result (the operator's `DriftReport`), full JSON and HTML.
 //! - [`cli`]: [`cli::DriftArgs`] and [`cli::run`], the `inference-server drift` subcommand.
+//!
+//! Wiring into the server (inside the tokio runtime):
+//!
+//! ```no_run
+//! # async fn serve(registry: &prometheus::Registry, names: &[String], row: &[f32]) -> Result<(), Box<dyn std::error::Error>> {
+//! use mooring_drift::log::{LoggerOptions, PredictionLogger, PredictionRecord};
+//! let opts = LoggerOptions { sample_rate: 1.0, ..Default::default() };
+//! let (logger, _writer) = PredictionLogger::start("file:///var/log/mooring", opts).await?;
+//! logger.register(registry)?;
+//! // Per inferred row, after the response is computed (never blocks, never fails):
+//! let mut rec = PredictionRecord::now("iris", "3", "req-1", "rest_v2").with_features(names, row);
+//! rec.prediction.class_index = Some(0);
+//! rec.prediction.label = Some("setosa".into());
+//! logger.log(rec);
+//! // At graceful shutdown, after draining requests; bounded, because a stalled sink
+//! // would otherwise hold the shutdown up:
+//! let _ = tokio::time::timeout(std::time::Duration::from_secs(10), logger.shutdown()).await;
+//! # Ok(()) }
+//! ```
+//!
+//! and `Command::Drift(args) => mooring_drift::cli::run(args).await` for the Job: exit 0
+//! for any verdict, non-zero when `run` returns an error.
 #![forbid(unsafe_code)]
 
 pub mod check;
