@@ -327,6 +327,18 @@ mod tests {
     }
 
     #[test]
+    fn survival_function_is_a_probability_across_regimes() {
+        for n in [1u64, 2, 5, 50, 140, 141, 500, 5000, 200_000, 2_000_000] {
+            let mut x = 0.0005;
+            while x < 1.0 {
+                let p = kolmogn_sf(n, x);
+                assert!((0.0..=1.0).contains(&p), "n={n} x={x}: {p}");
+                x += 0.0173;
+            }
+        }
+    }
+
+    #[test]
     fn smirnov_matches_its_closed_form_near_one() {
         // x >= 1 - 1/n: P(D+ > x) = (1 - x)^n.
         let n = 7u64;

@@ -186,6 +186,26 @@ mod tests {
     }
 
     #[test]
+    fn exact_path_counting_stays_in_bounds_for_all_small_sizes() {
+        for n1 in 1..48usize {
+            for n2 in 1..48usize {
+                for shift in [0.0, 0.3, 5.0] {
+                    let a: Vec<f64> = (0..n1).map(|i| (i * 7 % 11) as f64 / 11.0).collect();
+                    let b: Vec<f64> = (0..n2)
+                        .map(|i| (i * 5 % 13) as f64 / 13.0 + shift)
+                        .collect();
+                    let (mut a, mut b) = (a, b);
+                    a.sort_by(f64::total_cmp);
+                    b.sort_by(f64::total_cmp);
+                    let r = ks_2samp_sorted(&a, &b);
+                    assert!((0.0..=1.0).contains(&r.p_value), "{n1} {n2} {shift}: {r:?}");
+                    assert!((0.0..=1.0).contains(&r.statistic));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn disjoint_samples_have_statistic_one() {
         let r = ks_2samp_sorted(&[1.0, 2.0], &[3.0, 4.0, 5.0]);
         assert_eq!(r.statistic, 1.0);
