@@ -135,6 +135,15 @@ fn fmt_num(x: f64) -> String {
 /// One bin: left edge, right edge, reference share, current share.
 type Bar = (f64, f64, f64, f64);
 
+/// Axis ticks: `2` and `2.5`, not `2.0000`.
+fn axis_num(x: f64) -> String {
+    let s = fmt_num(x);
+    if s.contains('e') || !s.contains('.') {
+        return s;
+    }
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 const REFERENCE_COLOUR: RGBColor = RGBColor(70, 110, 200);
 const CURRENT_COLOUR: RGBColor = RGBColor(230, 110, 40);
 
@@ -206,7 +215,7 @@ fn draw_histogram<DB: DrawingBackend>(
                 String::new()
             }
         }
-        None => fmt_num(*x),
+        None => axis_num(*x),
     };
     let mut mesh = chart.configure_mesh();
     mesh.y_desc("share")
