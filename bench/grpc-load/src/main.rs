@@ -54,11 +54,17 @@ fn request(args: &Args) -> ModelInferRequest {
         shape: vec![1, 4],
         ..Default::default()
     };
-    let mut req = ModelInferRequest { model_name: args.model.clone(), ..Default::default() };
+    let mut req = ModelInferRequest {
+        model_name: args.model.clone(),
+        ..Default::default()
+    };
     if args.raw {
         req.raw_input_contents = vec![row.iter().flat_map(|v| v.to_le_bytes()).collect()];
     } else {
-        input.contents = Some(InferTensorContents { fp32_contents: row.to_vec(), ..Default::default() });
+        input.contents = Some(InferTensorContents {
+            fp32_contents: row.to_vec(),
+            ..Default::default()
+        });
     }
     req.inputs = vec![input];
     req
@@ -119,7 +125,13 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..args.connections {
         // One Channel per worker: a separate HTTP/2 connection, as wrk's connections are.
         let channel = endpoint.connect().await?;
-        tasks.push(tokio::spawn(worker(channel, req.clone(), measure_from, stop_at, budget)));
+        tasks.push(tokio::spawn(worker(
+            channel,
+            req.clone(),
+            measure_from,
+            stop_at,
+            budget,
+        )));
     }
     let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut errors = 0;
@@ -162,7 +174,10 @@ mod tests {
             .chunks(4)
             .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
             .collect();
-        assert_eq!(typed.inputs[0].contents.as_ref().unwrap().fp32_contents, floats);
+        assert_eq!(
+            typed.inputs[0].contents.as_ref().unwrap().fp32_contents,
+            floats
+        );
         assert!(raw.inputs[0].contents.is_none());
     }
 }
