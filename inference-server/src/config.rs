@@ -29,11 +29,15 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up; boxing buys nothing
 pub enum Command {
     /// Serve models over REST (V2, /api/v1, /metrics) and gRPC (V2).
     Serve(ServeArgs),
     /// Run a model over a CSV or JSONL file of named-feature rows, writing JSONL predictions.
     Batch(BatchArgs),
+    /// Check logged production inputs for drift against the reference dataset (the job a
+    /// DriftMonitor runs). Exit code 0 whatever the verdict.
+    Drift(mooring_drift::cli::DriftArgs),
 }
 
 /// Where models come from.
@@ -93,7 +97,7 @@ pub struct ServeArgs {
         long = "model",
         env = "MOORING_MODELS",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "chat"
     )]
     pub models: Vec<String>,
     /// Address to listen on (0.0.0.0 in containers; 127.0.0.1 for local runs).
@@ -110,6 +114,40 @@ pub struct ServeArgs {
     pub max_body_bytes: usize,
     #[command(flatten)]
     pub batching: BatchingArgs,
+    #[command(flatten)]
+    pub prediction_log: PredictionLogArgs,
+    /// Serve the chat API (OpenAI-compatible `/v1/chat/completions`, `/api/v1/chat`, the
+    /// `mooring.chat.v1` gRPC service) beside the models, or alone when no `--model` is given.
+    #[arg(long, env = "MOORING_CHAT")]
+    pub chat: bool,
+    #[command(flatten, next_help_heading = "Chat (with --chat)")]
+    pub chat_args: mooring_chat::ChatArgs,
+}
+
+/// Prediction logging, read by drift checks.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Prediction log")]
+pub struct PredictionLogArgs {
+    /// Log every inference (inputs by feature name, prediction) to `file:///dir` or
+    /// `s3://bucket/prefix` (S3 credentials and endpoint from the usual `AWS_*` variables).
+    /// Off when unset. Logging never blocks inference: when the sink falls behind, records
+    /// are dropped and counted in `mooring_prediction_log_dropped_total`.
+    #[arg(long = "prediction-log", env = "MOORING_PREDICTION_LOG")]
+    pub prediction_log: Option<String>,
+    /// Share of inferences logged, in (0, 1].
+    #[arg(
+        long = "prediction-log-sample-rate",
+        env = "MOORING_PREDICTION_LOG_SAMPLE_RATE",
+        default_value_t = 1.0
+    )]
+    pub prediction_log_sample_rate: f64,
+    /// Records that may wait for the writer; beyond it they are dropped and counted.
+    #[arg(
+        long = "prediction-log-queue",
+        env = "MOORING_PREDICTION_LOG_QUEUE",
+        default_value_t = 10_000
+    )]
+    pub prediction_log_queue: usize,
 }
 
 #[derive(Debug, Clone, Args)]

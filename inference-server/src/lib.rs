@@ -10,12 +10,14 @@
 
 pub mod backend;
 pub mod batch_cmd;
+pub mod components;
 pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod predict;
+pub mod prediction_log;
 pub mod serve;
 pub mod state;
 pub mod tensor;

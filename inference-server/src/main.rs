@@ -1,24 +1,36 @@
-//! The `inference-server` binary: `serve` and `batch`.
+//! The `inference-server` binary: `serve`, `batch` and `drift`.
 #![forbid(unsafe_code)]
 
 use clap::Parser;
 use inference_server::config::{Cli, Command};
-use inference_server::{batch_cmd, init_logging, serve};
+use inference_server::{batch_cmd, components, init_logging, serve};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Serve(args) => serve::serve(args, serve::Extras::default())
-            .await
-            .map_err(anyhow::Error::from),
+        Command::Serve(args) => run_serve(args).await,
         Command::Batch(args) => batch_cmd::run(args)
             .await
             .map(|s| {
                 eprintln!(
                     "batch: {} rows, {} predicted, {} failed",
                     s.rows, s.predicted, s.failed
+                );
+            })
+            .map_err(anyhow::Error::from),
+        // The verdict is in the result file and the reports; any verdict exits 0.
+        Command::Drift(args) => mooring_drift::cli::run(args)
+            .await
+            .map(|report| {
+                eprintln!(
+                    "drift: {:?}: drifted share {:.2} (threshold {}), {} current vs {} reference samples",
+                    report.verdict,
+                    report.drift_share,
+                    report.drift_share_threshold,
+                    report.samples,
+                    report.reference_samples
                 );
             })
             .map_err(anyhow::Error::from),
@@ -31,4 +43,12 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn run_serve(args: inference_server::config::ServeArgs) -> anyhow::Result<()> {
+    let (extras, running) = components::build(&args).await?;
+    let served = serve::serve(args, extras).await;
+    // Flush the prediction log whether the servers stopped cleanly or not.
+    running.stop().await;
+    Ok(served?)
 }

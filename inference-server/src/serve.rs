@@ -52,6 +52,8 @@ pub struct Extras {
     /// A Prometheus registry shared with other components; the server's metrics join it
     /// and `/metrics` renders all of it.
     pub metrics_registry: Option<prometheus::Registry>,
+    /// Asked by `/readyz` besides the models (chat's backend and session store).
+    pub probe: Option<Arc<dyn crate::state::ReadinessProbe>>,
 }
 
 /// Opens the registry named on the command line.
@@ -232,6 +234,9 @@ pub async fn serve(args: ServeArgs, mut extras: Extras) -> Result<(), ServeError
     let mut state = load_state_with(&args, metrics).await?;
     if let Some(observer) = extras.observer.take() {
         state = state.with_observer(observer);
+    }
+    if let Some(probe) = extras.probe.take() {
+        state = state.with_probe(probe);
     }
     let state = Arc::new(state);
     let (http, grpc) = bind(&args.host, args.http_port, args.grpc_port).await?;

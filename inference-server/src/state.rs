@@ -44,6 +44,8 @@ pub struct InferenceRecord {
     pub protocol: Protocol,
     pub inputs: Arc<Vec<Tensor>>,
     pub outputs: Arc<Vec<Tensor>>,
+    /// The model that answered, for its signature (feature names, class labels).
+    pub served: Arc<LoadedModel>,
 }
 
 /// Called once per successful inference, on the request's task after the reply is ready.
@@ -51,6 +53,14 @@ pub struct InferenceRecord {
 /// the prediction logger is the intended user.
 pub trait InferenceObserver: Send + Sync {
     fn observe(&self, record: InferenceRecord);
+}
+
+/// Another component's readiness (chat: its backend and session store), reported by
+/// `/readyz` under `name`. `Ok(details)` when ready, `Err(details)` when not.
+pub trait ReadinessProbe: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn check(&self)
+    -> futures::future::BoxFuture<'_, Result<serde_json::Value, serde_json::Value>>;
 }
 
 /// A model version ready to serve.
@@ -62,6 +72,16 @@ pub struct LoadedModel {
     pub signature: Signature,
     pub platform: &'static str,
     handle: ModelHandle,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LoadedModel {
@@ -141,6 +161,8 @@ pub struct ServerState {
     default_model: Option<String>,
     pub metrics: Metrics,
     pub observer: Option<Arc<dyn InferenceObserver>>,
+    /// Checked by `/readyz` besides the models (chat mode).
+    pub probe: Option<Arc<dyn ReadinessProbe>>,
     /// Largest accepted request body (HTTP) or message (gRPC), in bytes.
     pub max_body_bytes: usize,
     ready: AtomicBool,
@@ -160,6 +182,7 @@ impl ServerState {
             default_model,
             metrics,
             observer: None,
+            probe: None,
             max_body_bytes,
             ready: AtomicBool::new(true),
             next_id: AtomicU64::new(1),
@@ -171,9 +194,15 @@ impl ServerState {
         self
     }
 
-    /// Ready to take traffic: models loaded and not shutting down.
+    pub fn with_probe(mut self, probe: Arc<dyn ReadinessProbe>) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    /// Ready to take traffic: not shutting down, and models loaded (or, in chat-only mode,
+    /// something else to serve; `/readyz` then asks its probe too).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.models.is_empty()
+        self.ready.load(Ordering::Relaxed) && (!self.models.is_empty() || self.probe.is_some())
     }
 
     /// Marks the server not ready (on shutdown), so probes take it out of rotation while
@@ -253,6 +282,7 @@ impl ServerState {
                 protocol,
                 inputs,
                 outputs: Arc::new(outputs.clone()),
+                served: model.clone(),
             });
         }
         if !request.outputs.is_empty() {

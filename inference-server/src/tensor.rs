@@ -178,6 +178,27 @@ impl TensorData {
         }
     }
 
+    /// Every element as `f64` (booleans as 0/1): for the prediction log, not for inference.
+    pub fn to_f64(&self) -> Vec<f64> {
+        fn widen<T: Copy + Into<f64>>(v: &[T]) -> Vec<f64> {
+            v.iter().map(|&x| x.into()).collect()
+        }
+        match self {
+            Self::Bool(v) => v.iter().map(|&b| f64::from(u8::from(b))).collect(),
+            Self::U8(v) => widen(v),
+            Self::U16(v) => widen(v),
+            Self::U32(v) => widen(v),
+            Self::I8(v) => widen(v),
+            Self::I16(v) => widen(v),
+            Self::I32(v) => widen(v),
+            Self::F32(v) => widen(v),
+            Self::F64(v) => v.clone(),
+            // 64-bit integers beyond 2^53 lose precision: acceptable for drift statistics.
+            Self::U64(v) => v.iter().map(|&x| x as f64).collect(),
+            Self::I64(v) => v.iter().map(|&x| x as f64).collect(),
+        }
+    }
+
     /// Elements `[start, end)`.
     pub fn slice(&self, start: usize, end: usize) -> TensorData {
         map_same!(self, v => v[start..end].to_vec())

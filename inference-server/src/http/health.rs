@@ -19,16 +19,24 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.is_ready() {
-        (
+    let not_ready = |body| (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body));
+    if !state.is_ready() {
+        return not_ready(serde_json::json!({"status": "not ready"}));
+    }
+    match &state.probe {
+        None => (
             StatusCode::OK,
             axum::Json(serde_json::json!({"status": "ready"})),
-        )
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "not ready"})),
-        )
+        ),
+        Some(probe) => match probe.check().await {
+            Ok(details) => (
+                StatusCode::OK,
+                axum::Json(serde_json::json!({"status": "ready", probe.name(): details})),
+            ),
+            Err(details) => {
+                not_ready(serde_json::json!({"status": "not ready", probe.name(): details}))
+            }
+        },
     }
 }
 

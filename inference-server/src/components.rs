@@ -1,0 +1,110 @@
+//! The optional parts of `serve`, built from its flags: the prediction logger (an
+//! [`InferenceObserver`](crate::state::InferenceObserver)) and chat mode (extra routes, a
+//! gRPC service and a readiness probe). All of them share one Prometheus registry, so
+//! `/metrics` shows everything.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use mooring_chat::ChatService;
+use mooring_drift::log::{LoggerOptions, PredictionLogger};
+use tokio::task::JoinHandle;
+
+use crate::config::ServeArgs;
+use crate::prediction_log::PredictionLogObserver;
+use crate::serve::Extras;
+use crate::state::ReadinessProbe;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    #[error("prediction log: {0}")]
+    PredictionLog(#[from] mooring_drift::log::LogError),
+    #[error("chat: {0}")]
+    Chat(#[from] mooring_chat::BuildError),
+}
+
+/// How long a stop waits for the prediction log to flush.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What must be stopped after the servers drained.
+pub struct Running {
+    logger: Option<(PredictionLogger, JoinHandle<()>)>,
+    chat: Option<ChatService>,
+}
+
+impl Running {
+    /// Flushes the prediction log (a clean stop loses no record) and stops chat.
+    pub async fn stop(self) {
+        if let Some(chat) = self.chat {
+            chat.shutdown();
+        }
+        if let Some((logger, writer)) = self.logger {
+            // A sink that hangs (an unreachable S3 endpoint) must not keep the pod past its
+            // termination grace period with nothing said.
+            let flush = async {
+                logger.shutdown().await;
+                drop(logger);
+                writer.await
+            };
+            match tokio::time::timeout(FLUSH_TIMEOUT, flush).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("prediction log writer failed: {e}"),
+                Err(_) => tracing::error!(
+                    "prediction log: flush did not finish within {FLUSH_TIMEOUT:?}; \
+                     records still queued are lost"
+                ),
+            }
+        }
+    }
+}
+
+/// Builds the components `args` asks for.
+pub async fn build(args: &ServeArgs) -> Result<(Extras, Running), ComponentError> {
+    let registry = prometheus::Registry::new();
+    let mut extras = Extras {
+        metrics_registry: Some(registry.clone()),
+        ..Extras::default()
+    };
+    let mut running = Running {
+        logger: None,
+        chat: None,
+    };
+    if let Some(sink) = &args.prediction_log.prediction_log {
+        let opts = LoggerOptions {
+            sample_rate: args.prediction_log.prediction_log_sample_rate,
+            queue_capacity: args.prediction_log.prediction_log_queue,
+            ..LoggerOptions::default()
+        };
+        let (logger, writer) = PredictionLogger::start(sink, opts).await?;
+        logger.register(&registry)?;
+        extras.observer = Some(Arc::new(PredictionLogObserver::new(logger.clone())));
+        running.logger = Some((logger, writer));
+    }
+    if args.chat {
+        let chat = ChatService::build(&args.chat_args, &registry).await?;
+        extras.http = Some(chat.router());
+        extras.grpc.add_service(chat.grpc_service());
+        extras.probe = Some(Arc::new(ChatProbe(chat.clone())));
+        running.chat = Some(chat);
+    }
+    Ok((extras, running))
+}
+
+/// `/readyz` reports chat's backend and session store (the `BackendReachable` condition).
+struct ChatProbe(ChatService);
+
+impl ReadinessProbe for ChatProbe {
+    fn name(&self) -> &'static str {
+        "chat"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<serde_json::Value, serde_json::Value>> {
+        async move {
+            let r = self.0.readiness().await;
+            let details = serde_json::to_value(&r).unwrap_or_default();
+            if r.ready { Ok(details) } else { Err(details) }
+        }
+        .boxed()
+    }
+}

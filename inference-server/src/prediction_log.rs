@@ -1,0 +1,129 @@
+//! Prediction logging: turns each completed inference into one [`PredictionRecord`] per row
+//! and hands them to the non-blocking [`PredictionLogger`] of `mooring-drift`.
+
+use mooring_drift::log::{Prediction, PredictionLogger, PredictionRecord};
+use mooring_registry::Signature;
+
+use crate::state::{InferenceObserver, InferenceRecord, Protocol};
+use crate::tensor::Tensor;
+
+/// The [`InferenceObserver`] that writes the prediction log.
+pub struct PredictionLogObserver {
+    logger: PredictionLogger,
+}
+
+impl PredictionLogObserver {
+    pub fn new(logger: PredictionLogger) -> Self {
+        Self { logger }
+    }
+}
+
+impl InferenceObserver for PredictionLogObserver {
+    fn observe(&self, record: InferenceRecord) {
+        // `log` never waits: a full queue drops the record and counts it.
+        for row in records(&record) {
+            self.logger.log(row);
+        }
+    }
+}
+
+/// The protocol label written to the log (the drift check groups nothing by it, people do).
+fn protocol_label(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Rest => "rest_v2",
+        Protocol::Grpc => "grpc_v2",
+        Protocol::ApiV1 => "api_v1",
+        Protocol::Batch => "batch",
+    }
+}
+
+/// One record per row of the batch: features named from the signature (raw input tensors
+/// when it names none), and the prediction as class index, label and probabilities for
+/// classifiers, raw outputs otherwise.
+pub fn records(r: &InferenceRecord) -> Vec<PredictionRecord> {
+    let sig = &r.served.signature;
+    let rows = if sig.has_batch_dim() {
+        r.inputs.first().map_or(0, Tensor::rows)
+    } else {
+        1
+    };
+    let inputs: Vec<(&Tensor, Vec<f64>)> = r.inputs.iter().map(|t| (t, t.data.to_f64())).collect();
+    let outputs: Vec<(&Tensor, Vec<f64>)> =
+        r.outputs.iter().map(|t| (t, t.data.to_f64())).collect();
+    (0..rows)
+        .map(|i| {
+            let mut rec = PredictionRecord::now(
+                &r.model,
+                &r.version,
+                &r.request_id,
+                protocol_label(r.protocol),
+            );
+            match inputs.as_slice() {
+                [(t, values)] if !sig.feature_names.is_empty() => {
+                    rec = rec.with_features(&sig.feature_names, row_of(t, values, i, rows));
+                }
+                _ => {
+                    rec.raw_inputs = Some(
+                        inputs
+                            .iter()
+                            .map(|(t, v)| (t.name.clone(), row_of(t, v, i, rows).to_vec()))
+                            .collect(),
+                    );
+                }
+            }
+            rec.prediction = prediction(sig, &outputs, i, rows);
+            rec
+        })
+        .collect()
+}
+
+/// Row `i` of a tensor with `rows` rows (the whole tensor when it is not batched).
+fn row_of<'a>(t: &Tensor, values: &'a [f64], i: usize, rows: usize) -> &'a [f64] {
+    if rows <= 1 || t.rows() != rows {
+        return values;
+    }
+    let w = t.row_len();
+    values.get(i * w..(i + 1) * w).unwrap_or(&[])
+}
+
+fn prediction(
+    sig: &Signature,
+    outputs: &[(&Tensor, Vec<f64>)],
+    i: usize,
+    rows: usize,
+) -> Prediction {
+    let probabilities = sig.probabilities_output.as_ref().and_then(|name| {
+        outputs
+            .iter()
+            .find(|(t, _)| &t.name == name)
+            .map(|(t, v)| row_of(t, v, i, rows).to_vec())
+    });
+    match probabilities {
+        Some(p) if !p.is_empty() => {
+            // First maximum wins, as in /api/v1 (and numpy's argmax).
+            let class_index = p
+                .iter()
+                .enumerate()
+                .fold(None, |best: Option<(usize, f64)>, (k, &x)| match best {
+                    Some((_, b)) if x <= b => best,
+                    _ => Some((k, x)),
+                })
+                .map(|(k, _)| k);
+            Prediction {
+                class_index: class_index.map(|k| k as i64),
+                label: class_index.and_then(|k| sig.class_labels.get(k).cloned()),
+                probabilities: Some(p),
+                outputs: None,
+            }
+        }
+        _ => Prediction {
+            outputs: Some(
+                outputs
+                    .iter()
+                    .map(|(t, v)| (t.name.clone(), row_of(t, v, i, rows).to_vec()))
+                    .collect(),
+            ),
+            ..Prediction::default()
+        },
+    }
+}
