@@ -191,7 +191,17 @@ impl TensorData {
             Self::I8(v) => widen(v),
             Self::I16(v) => widen(v),
             Self::I32(v) => widen(v),
-            Self::F32(v) => widen(v),
+            // The shortest decimal that reads back as the same f32, so the log says 5.1 where
+            // the client sent 5.1 (not 5.099999904632568) and stays a third of the size.
+            Self::F32(v) => {
+                let mut buf = ryu::Buffer::new();
+                v.iter()
+                    .map(|&x| match x.is_finite() {
+                        true => buf.format_finite(x).parse().unwrap_or(f64::from(x)),
+                        false => f64::from(x),
+                    })
+                    .collect()
+            }
             Self::F64(v) => v.clone(),
             // 64-bit integers beyond 2^53 lose precision: acceptable for drift statistics.
             Self::U64(v) => v.iter().map(|&x| x as f64).collect(),
@@ -390,6 +400,19 @@ impl Tensor {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn f32_widens_to_the_decimal_the_client_sent() {
+        let v = TensorData::F32(vec![5.1, 0.2, 1e-8, f32::MAX, f32::NAN, f32::INFINITY]).to_f64();
+        assert_eq!(&v[..4], &[5.1, 0.2, 1e-8, 3.4028235e38]);
+        assert!(v[4].is_nan());
+        assert_eq!(v[5], f64::INFINITY);
+        // Every value still reads back as the same f32.
+        for x in [5.1f32, 0.2, 1e-8, f32::MAX, 16_777_217.0, f32::MIN_POSITIVE] {
+            assert_eq!(TensorData::F32(vec![x]).to_f64()[0] as f32, x);
+        }
+        assert_eq!(TensorData::Bool(vec![true, false]).to_f64(), [1.0, 0.0]);
+    }
 
     #[test]
     fn json_data_may_be_flat_or_nested() {

@@ -169,12 +169,9 @@ async fn every_front_door_is_logged_flushed_on_stop_and_checked_for_drift() {
     assert_eq!(rest.len(), 2, "one record per row of the batch");
     let first = rest
         .iter()
-        .find(|r| r.features["sepal_length"] == FeatureValue::Number(5.1f32 as f64));
+        .find(|r| r.features["sepal_length"] == FeatureValue::Number(5.1));
     let first = first.expect("row 1 logged with named features");
-    assert_eq!(
-        first.features["petal_width"],
-        FeatureValue::Number(0.2f32 as f64)
-    );
+    assert_eq!(first.features["petal_width"], FeatureValue::Number(0.2));
     assert_eq!(first.prediction.label.as_deref(), Some("setosa"));
     assert_eq!(first.prediction.class_index, Some(0));
     let p = first.prediction.probabilities.as_ref().unwrap();
@@ -182,7 +179,7 @@ async fn every_front_door_is_logged_flushed_on_stop_and_checked_for_drift() {
     assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{p:?}");
     let second = rest
         .iter()
-        .find(|r| r.features["sepal_length"] == FeatureValue::Number(6.7f32 as f64));
+        .find(|r| r.features["sepal_length"] == FeatureValue::Number(6.7));
     assert_eq!(
         second.unwrap().prediction.label.as_deref(),
         Some("virginica")
