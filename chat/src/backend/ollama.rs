@@ -3,8 +3,6 @@
 //! token, then a last one with `"done": true`, `done_reason`, `prompt_eval_count` and
 //! `eval_count`.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -117,17 +115,8 @@ impl Backend for OllamaBackend {
     }
 
     async fn reachable(&self) -> Result<()> {
-        let response = self
-            .client
-            .get(format!("{}/api/tags", self.base))
-            .timeout(Duration::from_secs(3))
-            .send()
-            .await
-            .map_err(|e| BackendError::Unavailable(format!("{}/api/tags: {e}", self.base)))?;
-        retry::check_status(response)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.error)
+        let url = format!("{}/api/tags", self.base);
+        retry::probe(self.client.get(&url), &url).await
     }
 
     fn model_name(&self) -> &str {

@@ -158,16 +158,8 @@ impl Backend for OpenAiBackend {
     }
 
     async fn reachable(&self) -> Result<()> {
-        let response = self
-            .authorize(self.client.get(format!("{}/models", self.base)))
-            .timeout(Duration::from_secs(3))
-            .send()
-            .await
-            .map_err(|e| BackendError::Unavailable(format!("{}/models: {e}", self.base)))?;
-        retry::check_status(response)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.error)
+        let url = format!("{}/models", self.base);
+        retry::probe(self.authorize(self.client.get(&url)), &url).await
     }
 
     fn model_name(&self) -> &str {

@@ -79,6 +79,19 @@ pub async fn check_status(response: reqwest::Response) -> Result<reqwest::Respon
     }
 }
 
+/// A reachability probe (`BackendReachable`): `request` must answer 2xx within 3 s.
+pub async fn probe(request: reqwest::RequestBuilder, url: &str) -> Result<()> {
+    let response = request
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .map_err(|e| BackendError::Unavailable(format!("{url}: {e}")))?;
+    check_status(response)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.error)
+}
+
 /// Opens a stream with `open` and waits for its first event, retrying failures that
 /// happen before it. The returned stream starts with that first event.
 pub async fn open_with_retry<F, Fut>(policy: RetryPolicy, mut open: F) -> Result<EventStream>
