@@ -155,23 +155,19 @@ async fn list(reg: &dyn Registry, json: bool, out: &mut dyn Write) -> Result<(),
             rows.push(version_row(v));
         }
     }
-    write!(
-        out,
-        "{}",
-        table(
-            &[
-                "MODEL",
-                "VERSION",
-                "STATUS",
-                "ALIASES",
-                "CREATED",
-                "DESCRIPTION"
-            ],
-            &rows
-        )
-    )?;
+    write!(out, "{}", table(&VERSION_COLUMNS, &rows))?;
     Ok(())
 }
+
+/// The columns of [`version_row`].
+const VERSION_COLUMNS: [&str; 6] = [
+    "MODEL",
+    "VERSION",
+    "STATUS",
+    "ALIASES",
+    "CREATED",
+    "DESCRIPTION",
+];
 
 fn version_row(v: &ModelVersion) -> Vec<String> {
     vec![
@@ -214,21 +210,7 @@ async fn show_model(
     )?;
     writeln!(out)?;
     let rows: Vec<_> = model.versions.iter().map(version_row).collect();
-    write!(
-        out,
-        "{}",
-        table(
-            &[
-                "MODEL",
-                "VERSION",
-                "STATUS",
-                "ALIASES",
-                "CREATED",
-                "DESCRIPTION"
-            ],
-            &rows
-        )
-    )?;
+    write!(out, "{}", table(&VERSION_COLUMNS, &rows))?;
     Ok(())
 }
 
