@@ -181,19 +181,20 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
         step,
     };
 
+    // A spec the user must fix: counted, and reported as `Ready=False` with its reason.
+    let invalid = |reason: &'static str, message: String| {
+        ctx.metrics
+            .errors
+            .with_label_values(&[CONTROLLER, reason])
+            .inc();
+        status::next(&old, &base(status::Step::Invalid { reason, message }))
+    };
+
     // validate
     let valid = match validate::validate(&md.spec) {
         Ok(valid) => valid,
         Err(err) => {
-            ctx.metrics
-                .errors
-                .with_label_values(&[CONTROLLER, err.reason()])
-                .inc();
-            let inputs = base(status::Step::Invalid {
-                reason: err.reason(),
-                message: err.to_string(),
-            });
-            finish(md, ctx, &mds, &old, status::next(&old, &inputs)).await?;
+            finish(md, ctx, &mds, &old, invalid(err.reason(), err.to_string())).await?;
             return Ok(Action::await_change());
         }
     };
@@ -203,15 +204,7 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
     let config = match fetch::registry_config(&secrets, &namespace, &valid.registry).await {
         Ok(config) => config,
         Err(err) if err.is_user_error() => {
-            ctx.metrics
-                .errors
-                .with_label_values(&[CONTROLLER, err.reason()])
-                .inc();
-            let inputs = base(status::Step::Invalid {
-                reason: err.reason(),
-                message: err.to_string(),
-            });
-            finish(md, ctx, &mds, &old, status::next(&old, &inputs)).await?;
+            finish(md, ctx, &mds, &old, invalid(err.reason(), err.to_string())).await?;
             return Ok(Action::requeue(MISSING_SECRET_RETRY));
         }
         Err(err) => return Err(err.into()),
