@@ -193,15 +193,7 @@ impl Client {
                 rb
             })
             .await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Failure::Transport(error_chain(&e)))?;
-        serde_json::from_slice(&bytes).map_err(|e| Failure::Http {
-            status: 200,
-            code: "UNEXPECTED_RESPONSE".into(),
-            message: format!("cannot parse the answer ({e}): {}", snippet(&bytes)),
-        })
+        json_body(resp, "the answer").await
     }
 
     /// GET an artifact through the proxy (`/api/2.0/mlflow-artifacts/artifacts/<path>`).
@@ -248,19 +240,24 @@ impl Client {
                     .query(&[("path", path)])
             })
             .await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Failure::Transport(error_chain(&e)))?;
-        serde_json::from_slice(&bytes).map_err(|e| Failure::Http {
-            status: 200,
-            code: "UNEXPECTED_RESPONSE".into(),
-            message: format!(
-                "cannot parse the artifact listing ({e}): {}",
-                snippet(&bytes)
-            ),
-        })
+        json_body(resp, "the artifact listing").await
     }
+}
+
+/// The JSON body of a successful answer; `what` names it in the error.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    what: &str,
+) -> std::result::Result<T, Failure> {
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| Failure::Transport(error_chain(&e)))?;
+    serde_json::from_slice(&bytes).map_err(|e| Failure::Http {
+        status: 200,
+        code: "UNEXPECTED_RESPONSE".into(),
+        message: format!("cannot parse {what} ({e}): {}", snippet(&bytes)),
+    })
 }
 
 async fn failure_from(resp: reqwest::Response) -> Failure {
