@@ -3,9 +3,6 @@
 # through the inference server with prediction logging on, and `inference-server drift`
 # after each phase: the verdict flips from NoDrift to Drift and an HTML report is written.
 #
-# When this build's `inference-server serve` has no --prediction-log flag yet, the same
-# traffic is logged through the mooring-drift crate directly (drift/examples/drift_demo.rs).
-#
 # usage: bench/drift-demo/run.sh [WORK_DIR]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -14,14 +11,8 @@ mkdir -p "$work"
 models="$root/models"
 version="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["production"])' "$models/iris-classifier/aliases.json")"
 cd "$root"
-cargo build --release -q -p inference-server -p mooring-drift --example drift_demo
+cargo build --release -q -p inference-server
 server="$root/target/release/inference-server"
-
-if ! "$server" serve --help 2>/dev/null | grep -q -- '--prediction-log' || ! "$server" --help | grep -q '^  drift'; then
-  echo "inference-server has no --prediction-log/drift yet: logging through mooring-drift directly"
-  "$root/target/release/examples/drift_demo" "$models" "$work" "$version"
-  exit 0
-fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 phase() { # phase NAME [--shift]
