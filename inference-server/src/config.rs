@@ -56,6 +56,21 @@ pub struct ModelSource {
     /// Bearer token for an MLflow registry.
     #[arg(long, env = "MOORING_REGISTRY_TOKEN", hide_env_values = true)]
     pub registry_token: Option<String>,
+    /// Basic-auth user for an MLflow registry (`mlflow server --app-name basic-auth`).
+    #[arg(
+        long,
+        env = "MOORING_REGISTRY_USERNAME",
+        requires = "registry_password"
+    )]
+    pub registry_username: Option<String>,
+    /// Basic-auth password for an MLflow registry.
+    #[arg(
+        long,
+        env = "MOORING_REGISTRY_PASSWORD",
+        hide_env_values = true,
+        requires = "registry_username"
+    )]
+    pub registry_password: Option<String>,
 }
 
 /// Dynamic batching and queue limits.
@@ -176,6 +191,36 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn registry_basic_auth_needs_both_user_and_password() {
+        let base = [
+            "inference-server",
+            "batch",
+            "--registry",
+            "http://mlflow:5000",
+        ];
+        let rest = [
+            "--model",
+            "m@1",
+            "--input",
+            "in.csv",
+            "--output",
+            "out.jsonl",
+        ];
+        let parse = |auth: &[&str]| {
+            let args = base.iter().chain(auth).chain(&rest);
+            Cli::try_parse_from(args)
+        };
+        let err = parse(&["--registry-username", "alice"]).unwrap_err();
+        assert!(err.to_string().contains("--registry-password"), "{err}");
+        let cli = parse(&["--registry-username", "alice", "--registry-password", "pw"]).unwrap();
+        let Command::Batch(args) = cli.command else {
+            panic!("batch expected")
+        };
+        assert_eq!(args.source.registry_username.as_deref(), Some("alice"));
+        assert_eq!(args.source.registry_password.as_deref(), Some("pw"));
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct Extras {
 pub fn open_registry(source: &ModelSource) -> Result<Arc<dyn Registry>, ServeError> {
     let mut config = RegistryConfig::new(source.registry.clone());
     config.token = source.registry_token.clone();
+    config.username = source.registry_username.clone();
+    config.password = source.registry_password.clone();
     Ok(mooring_registry::connect(&config)?)
 }
 

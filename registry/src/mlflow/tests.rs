@@ -146,10 +146,20 @@ signature:
 /// A scripted HTTP/1.1 server on 127.0.0.1:0: answers each request with the next
 /// (status, body) from `script` (repeating the last), counting requests.
 async fn scripted_server(script: Vec<(u16, &'static str)>) -> (String, Arc<AtomicUsize>) {
+    let (url, count, _) = recording_server(script).await;
+    (url, count)
+}
+
+/// [`scripted_server`] that also keeps each request's head (request line and headers).
+async fn recording_server(
+    script: Vec<(u16, &'static str)>,
+) -> (String, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = count.clone();
+    let recorded = heads.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
@@ -157,6 +167,7 @@ async fn scripted_server(script: Vec<(u16, &'static str)>) -> (String, Arc<Atomi
             };
             let n = seen.fetch_add(1, Ordering::SeqCst);
             let (status, body) = script[n.min(script.len() - 1)];
+            let recorded = recorded.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 * 1024];
                 let mut read = 0;
@@ -170,6 +181,10 @@ async fn scripted_server(script: Vec<(u16, &'static str)>) -> (String, Arc<Atomi
                         break;
                     }
                 }
+                recorded
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..read]).into_owned());
                 let resp = format!(
                     "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -178,7 +193,7 @@ async fn scripted_server(script: Vec<(u16, &'static str)>) -> (String, Arc<Atomi
             });
         }
     });
-    (format!("http://{addr}"), count)
+    (format!("http://{addr}"), count, heads)
 }
 
 fn fast_config(url: &str, retries: u32) -> RegistryConfig {
@@ -187,6 +202,31 @@ fn fast_config(url: &str, retries: u32) -> RegistryConfig {
     c.retry_base_delay = Duration::from_millis(1);
     c.request_timeout = Duration::from_secs(5);
     c
+}
+
+#[tokio::test]
+async fn sends_a_bearer_token_or_basic_auth() {
+    let (url, _, heads) = recording_server(vec![(200, ALIAS_RESPONSE)]).await;
+    let mut config = fast_config(&url, 0);
+    config.token = Some("t0ken".into());
+    let reg = MlflowRegistry::new(&config).unwrap();
+    reg.resolve(&"probe@production".parse().unwrap())
+        .await
+        .unwrap();
+    let mut config = fast_config(&url, 0);
+    config.username = Some("alice".into());
+    config.password = Some("s3cret".into());
+    let reg = MlflowRegistry::new(&config).unwrap();
+    reg.resolve(&"probe@production".parse().unwrap())
+        .await
+        .unwrap();
+    let heads = heads.lock().unwrap().join("\n").to_ascii_lowercase();
+    assert!(heads.contains("authorization: bearer t0ken"), "{heads}");
+    // base64("alice:s3cret")
+    assert!(
+        heads.contains("authorization: basic ywxpy2u6cznjcmv0"),
+        "{heads}"
+    );
 }
 
 #[tokio::test]
