@@ -9,20 +9,35 @@ use mooring_registry::{Registry, RegistryConfig};
 
 use super::validate::RegistryTarget;
 
+/// The spec field naming the token Secret, as errors name it.
+pub const TOKEN_FIELD: &str = "spec.registry.mlflow.tokenSecretRef";
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Each variant names the spec field that refers to the Secret, so the user knows what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "spec.registry.mlflow.tokenSecretRef: Secret {name:?} does not exist in namespace {namespace:?}"
-    )]
-    SecretNotFound { namespace: String, name: String },
-    #[error("spec.registry.mlflow.tokenSecretRef: Secret {name:?} has no key {key:?}")]
-    SecretKeyMissing { name: String, key: String },
-    #[error("spec.registry.mlflow.tokenSecretRef: Secret {name:?} key {key:?} is not UTF-8 text")]
-    SecretKeyNotText { name: String, key: String },
-    #[error("cannot read Secret {name:?}: {source}")]
+    #[error("{field}: Secret {name:?} does not exist in namespace {namespace:?}")]
+    SecretNotFound {
+        field: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error("{field}: Secret {name:?} has no key {key:?}")]
+    SecretKeyMissing {
+        field: &'static str,
+        name: String,
+        key: String,
+    },
+    #[error("{field}: Secret {name:?} key {key:?} is not UTF-8 text")]
+    SecretKeyNotText {
+        field: &'static str,
+        name: String,
+        key: String,
+    },
+    #[error("{field}: cannot read Secret {name:?}: {source}")]
     Kube {
+        field: &'static str,
         name: String,
         #[source]
         source: kube::Error,
@@ -57,46 +72,59 @@ pub async fn registry_config(
         ..
     } = target
     {
-        let name = &secret_ref.name;
-        let secret = match secrets.get_opt(name).await {
-            Ok(Some(secret)) => secret,
-            Ok(None) => {
-                return Err(Error::SecretNotFound {
-                    namespace: namespace.into(),
-                    name: name.clone(),
-                });
-            }
-            Err(source) => {
-                return Err(Error::Kube {
-                    name: name.clone(),
-                    source,
-                });
-            }
-        };
-        let key = &secret_ref.key;
-        let value = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(key))
-                    .map(|s| s.clone().into_bytes())
-            })
-            .ok_or_else(|| Error::SecretKeyMissing {
-                name: name.clone(),
-                key: key.clone(),
-            })?;
-        let token = String::from_utf8(value).map_err(|_| Error::SecretKeyNotText {
-            name: name.clone(),
-            key: key.clone(),
-        })?;
+        let secret = get_secret(secrets, namespace, TOKEN_FIELD, &secret_ref.name).await?;
+        let token = secret_key(&secret, TOKEN_FIELD, &secret_ref.name, &secret_ref.key)?;
         config.token = Some(token.trim().to_string());
     }
     Ok(config)
+}
+
+/// Secret `name`, which the spec names in `field`.
+async fn get_secret(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    field: &'static str,
+    name: &str,
+) -> Result<Secret> {
+    match secrets.get_opt(name).await {
+        Ok(Some(secret)) => Ok(secret),
+        Ok(None) => Err(Error::SecretNotFound {
+            field,
+            namespace: namespace.into(),
+            name: name.into(),
+        }),
+        Err(source) => Err(Error::Kube {
+            field,
+            name: name.into(),
+            source,
+        }),
+    }
+}
+
+/// The text under `key` of `secret` (named `name`, which the spec names in `field`).
+fn secret_key(secret: &Secret, field: &'static str, name: &str, key: &str) -> Result<String> {
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.clone().into_bytes())
+        })
+        .ok_or_else(|| Error::SecretKeyMissing {
+            field,
+            name: name.into(),
+            key: key.into(),
+        })?;
+    String::from_utf8(value).map_err(|_| Error::SecretKeyNotText {
+        field,
+        name: name.into(),
+        key: key.into(),
+    })
 }
 
 /// Opens registries; tests swap in one that answers from memory.
@@ -110,5 +138,112 @@ pub struct RegistryConnector;
 impl Connector for RegistryConnector {
     fn connect(&self, config: &RegistryConfig) -> mooring_registry::Result<Arc<dyn Registry>> {
         mooring_registry::connect(config)
+    }
+}
+
+/// `registry_config` against a scripted API server: one GET per Secret, nothing else.
+#[cfg(test)]
+mod tests {
+    use http::{Method, StatusCode};
+    use mooring_crds::SecretKeyRef;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::mock_api::{self, ApiServer};
+
+    const URL: &str = "http://mlflow:5000";
+
+    fn secret(name: &str, type_: &str, data: Value) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": type_,
+            "metadata": {"name": name, "namespace": "ml"},
+            "data": data,
+        })
+    }
+
+    fn token(name: &str, key: &str) -> RegistryTarget {
+        RegistryTarget::Mlflow {
+            url: URL.into(),
+            token: Some(SecretKeyRef {
+                name: name.into(),
+                key: key.into(),
+            }),
+        }
+    }
+
+    /// Run `registry_config` for `target` in namespace `ml` against `script`.
+    async fn config_for<F>(
+        target: RegistryTarget,
+        script: impl FnOnce(ApiServer) -> F,
+    ) -> Result<RegistryConfig>
+    where
+        F: std::future::Future<Output = ApiServer> + Send + 'static,
+    {
+        let (client, server) = mock_api::pair();
+        let secrets = Api::<Secret>::namespaced(client, "ml");
+        let scripted = tokio::spawn(script(server));
+        let config = tokio::time::timeout(
+            mock_api::STEP_TIMEOUT,
+            registry_config(&secrets, "ml", &target),
+        )
+        .await
+        .expect("registry_config hung on an unexpected request");
+        drop(scripted.await.expect("script panicked"));
+        config
+    }
+
+    #[tokio::test]
+    async fn token_is_read_from_its_key_and_trimmed() {
+        let config = config_for(token("mlflow-token", "pat"), |mut server| async move {
+            server
+                .expect(Method::GET, "/api/v1/namespaces/ml/secrets/mlflow-token")
+                .await
+                // "dapi-123\n", as `kubectl create secret --from-file` stores it.
+                .reply(
+                    StatusCode::OK,
+                    &secret("mlflow-token", "Opaque", json!({"pat": "ZGFwaS0xMjMK"})),
+                );
+            server
+        })
+        .await
+        .unwrap();
+        assert_eq!(config.location, URL);
+        assert_eq!(config.token.as_deref(), Some("dapi-123"));
+        assert_eq!((config.username, config.password), (None, None));
+    }
+
+    #[tokio::test]
+    async fn token_secret_without_the_key_names_the_field_and_key() {
+        let err = config_for(token("mlflow-token", "pat"), |mut server| async move {
+            server
+                .expect(Method::GET, "/api/v1/namespaces/ml/secrets/mlflow-token")
+                .await
+                .reply(
+                    StatusCode::OK,
+                    &secret("mlflow-token", "Opaque", json!({"token": "ZGFwaS0xMjMK"})),
+                );
+            server
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.reason(), "SecretKeyMissing");
+        assert!(err.is_user_error());
+        assert_eq!(
+            err.to_string(),
+            r#"spec.registry.mlflow.tokenSecretRef: Secret "mlflow-token" has no key "pat""#
+        );
+    }
+
+    #[tokio::test]
+    async fn no_token_reads_no_secret() {
+        let target = RegistryTarget::Mlflow {
+            url: URL.into(),
+            token: None,
+        };
+        // The script expects nothing: any request would go unanswered and time out.
+        let config = config_for(target, |server| async move { server })
+            .await
+            .unwrap();
+        assert_eq!(config.token, None);
     }
 }
