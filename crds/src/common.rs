@@ -34,16 +34,30 @@ pub struct RegistrySpec {
     pub local: Option<LocalRegistrySpec>,
 }
 
-/// An MLflow model registry.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// Key of the username in a `kubernetes.io/basic-auth` Secret.
+pub const BASIC_AUTH_USERNAME_KEY: &str = "username";
+/// Key of the password in a `kubernetes.io/basic-auth` Secret.
+pub const BASIC_AUTH_PASSWORD_KEY: &str = "password";
+
+/// An MLflow model registry, and how to authenticate to it: a bearer token
+/// (`tokenSecretRef`), a username and password (`basicAuthSecretRef`), or neither.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.tokenSecretRef) && has(self.basicAuthSecretRef))").message("set at most one of mlflow.tokenSecretRef or mlflow.basicAuthSecretRef"))]
 pub struct MlflowRegistrySpec {
     /// Base URL of the MLflow server, e.g. `http://mlflow.mlops:5000`.
     #[schemars(length(min = 1))]
     pub url: String,
-    /// Secret key holding a bearer token for MLflow, when the server requires one.
+    /// Secret key holding a bearer token for MLflow, when the server requires one (e.g. a
+    /// Databricks personal access token). Not together with `basicAuthSecretRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_ref: Option<SecretKeyRef>,
+    /// Secret holding a username and password for an MLflow server with HTTP basic
+    /// authentication (`mlflow server --app-name basic-auth`), under the keys `username` and
+    /// `password`: the layout of a `kubernetes.io/basic-auth` Secret. Not together with
+    /// `tokenSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth_secret_ref: Option<SecretRef>,
 }
 
 /// A model registry in a local directory.

@@ -75,6 +75,24 @@ fn model_deployment_schema_validates_and_defaults() {
 }
 
 #[test]
+fn mlflow_auth_is_a_token_or_basic_auth_not_both() {
+    let crd = serde_json::to_value(ModelDeployment::crd()).unwrap();
+    let mlflow = &spec_schema(&crd)["properties"]["registry"]["properties"]["mlflow"];
+    let rules = mlflow["x-kubernetes-validations"].to_string();
+    assert!(
+        rules.contains("!(has(self.tokenSecretRef) && has(self.basicAuthSecretRef))"),
+        "{rules}"
+    );
+    let basic = &mlflow["properties"]["basicAuthSecretRef"];
+    assert_eq!(basic["required"], serde_json::json!(["name"]));
+    let description = basic["description"].as_str().unwrap();
+    assert!(
+        description.contains("`username`") && description.contains("`password`"),
+        "{description}"
+    );
+}
+
+#[test]
 fn drift_monitor_and_chat_service_crds() {
     let dm = serde_json::to_value(DriftMonitor::crd()).unwrap();
     assert_eq!(dm["spec"]["names"]["shortNames"], serde_json::json!(["dm"]));

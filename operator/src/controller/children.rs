@@ -17,9 +17,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mooring_crds::ModelDeployment;
+use mooring_crds::common::{BASIC_AUTH_PASSWORD_KEY, BASIC_AUTH_USERNAME_KEY};
 
 use super::resolve::VersionInfo;
-use super::validate::{RegistryTarget, ValidSpec};
+use super::validate::{MlflowAuth, RegistryTarget, ValidSpec};
 
 pub const REST_PORT: i32 = 8080;
 pub const GRPC_PORT: i32 = 8081;
@@ -32,6 +33,9 @@ pub const URI_ANNOTATION: &str = "mooring.dev/model-uri";
 pub const VERSION_LABEL: &str = "mooring.dev/model-version";
 /// Environment variable the inference server reads its MLflow token from.
 pub const TOKEN_ENV: &str = "MOORING_REGISTRY_TOKEN";
+/// Environment variables the inference server reads MLflow basic-auth credentials from.
+pub const USERNAME_ENV: &str = "MOORING_REGISTRY_USERNAME";
+pub const PASSWORD_ENV: &str = "MOORING_REGISTRY_PASSWORD";
 /// Environment variables carrying `spec.predictionLog` to the server.
 pub const PREDICTION_LOG_ENV: &str = "MOORING_PREDICTION_LOG";
 pub const PREDICTION_LOG_SAMPLE_RATE_ENV: &str = "MOORING_PREDICTION_LOG_SAMPLE_RATE";
@@ -171,22 +175,40 @@ pub fn build(
             ..VolumeMount::default()
         },
     ];
+    // Credentials stay in their Secret: the pod reads them itself; none is copied into the
+    // Deployment.
+    let from_secret = |env_name: &str, secret: &str, key: &str| EnvVar {
+        name: env_name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
     match &valid.registry {
         RegistryTarget::Mlflow {
-            token: Some(secret),
+            auth: Some(MlflowAuth::Token(secret)),
             ..
-        } => env.push(EnvVar {
-            name: TOKEN_ENV.into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret.name.clone(),
-                    key: secret.key.clone(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }),
+        } => env.push(from_secret(TOKEN_ENV, &secret.name, &secret.key)),
+        RegistryTarget::Mlflow {
+            auth: Some(MlflowAuth::Basic(secret)),
+            ..
+        } => {
+            env.push(from_secret(
+                USERNAME_ENV,
+                &secret.name,
+                BASIC_AUTH_USERNAME_KEY,
+            ));
+            env.push(from_secret(
+                PASSWORD_ENV,
+                &secret.name,
+                BASIC_AUTH_PASSWORD_KEY,
+            ));
+        }
         RegistryTarget::Local {
             path,
             persistent_volume_claim: Some(claim),
@@ -465,9 +487,48 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(
-            (secret.name.as_str(), secret.key.as_str()),
-            ("mlflow-token", "token")
+            (secret.name.as_str(), secret.key.as_str(), secret.optional),
+            ("mlflow-token", "token", Some(false))
         );
+        assert!(
+            !env.iter()
+                .any(|e| e.name == USERNAME_ENV || e.name == PASSWORD_ENV),
+            "a token, not basic auth"
+        );
+    }
+
+    #[test]
+    fn mlflow_basic_auth_comes_from_the_secret() {
+        let c = build_for(
+            "model: {name: iris, alias: production}\nregistry: {mlflow: {url: 'http://mlflow:5000', basicAuthSecretRef: {name: mlflow-basic}}}\nenv: [{name: RUST_LOG, value: debug}]",
+            "2",
+        );
+        let env = pod_spec(&c).containers[0].env.clone().unwrap();
+        let from_secret = |name: &str| {
+            let var = env
+                .iter()
+                .find(|e| e.name == name)
+                .unwrap_or_else(|| panic!("no {name} in {env:?}"));
+            assert_eq!(var.value, None, "{name}: never the value itself");
+            let secret = var
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .clone()
+                .unwrap();
+            (secret.name, secret.key, secret.optional)
+        };
+        assert_eq!(
+            from_secret(USERNAME_ENV),
+            ("mlflow-basic".into(), "username".into(), Some(false))
+        );
+        assert_eq!(
+            from_secret(PASSWORD_ENV),
+            ("mlflow-basic".into(), "password".into(), Some(false))
+        );
+        assert!(env.iter().all(|e| e.name != TOKEN_ENV), "{env:?}");
+        assert_eq!(env[0].name, "RUST_LOG", "the spec's env comes first");
     }
 
     #[test]

@@ -1,16 +1,18 @@
-//! Fetch what the spec refers to: the Secret holding the MLflow token, and a connection to
-//! the registry.
+//! Fetch what the spec refers to: the Secret holding the MLflow credentials (a token, or a
+//! username and password), and a connection to the registry.
 
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use mooring_crds::common::{BASIC_AUTH_PASSWORD_KEY, BASIC_AUTH_USERNAME_KEY};
 use mooring_registry::{Registry, RegistryConfig};
 
-use super::validate::RegistryTarget;
+use super::validate::{MlflowAuth, RegistryTarget};
 
-/// The spec field naming the token Secret, as errors name it.
+/// The spec fields naming a Secret, as errors name them.
 pub const TOKEN_FIELD: &str = "spec.registry.mlflow.tokenSecretRef";
+pub const BASIC_AUTH_FIELD: &str = "spec.registry.mlflow.basicAuthSecretRef";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -60,21 +62,44 @@ impl Error {
     }
 }
 
-/// The registry's configuration, with the token read from its Secret.
+/// The registry's configuration, with the credentials read from their Secret.
 pub async fn registry_config(
     secrets: &Api<Secret>,
     namespace: &str,
     target: &RegistryTarget,
 ) -> Result<RegistryConfig> {
     let mut config = RegistryConfig::new(target.location());
-    if let RegistryTarget::Mlflow {
-        token: Some(secret_ref),
-        ..
-    } = target
-    {
-        let secret = get_secret(secrets, namespace, TOKEN_FIELD, &secret_ref.name).await?;
-        let token = secret_key(&secret, TOKEN_FIELD, &secret_ref.name, &secret_ref.key)?;
-        config.token = Some(token.trim().to_string());
+    match target {
+        RegistryTarget::Mlflow {
+            auth: Some(MlflowAuth::Token(secret_ref)),
+            ..
+        } => {
+            let secret = get_secret(secrets, namespace, TOKEN_FIELD, &secret_ref.name).await?;
+            let token = secret_key(&secret, TOKEN_FIELD, &secret_ref.name, &secret_ref.key)?;
+            config.token = Some(token.trim().to_string());
+        }
+        RegistryTarget::Mlflow {
+            auth: Some(MlflowAuth::Basic(secret_ref)),
+            ..
+        } => {
+            let name = &secret_ref.name;
+            let secret = get_secret(secrets, namespace, BASIC_AUTH_FIELD, name).await?;
+            // Verbatim, not trimmed: the pods get these through `secretKeyRef`, byte for byte,
+            // and a password may end in a space.
+            config.username = Some(secret_key(
+                &secret,
+                BASIC_AUTH_FIELD,
+                name,
+                BASIC_AUTH_USERNAME_KEY,
+            )?);
+            config.password = Some(secret_key(
+                &secret,
+                BASIC_AUTH_FIELD,
+                name,
+                BASIC_AUTH_PASSWORD_KEY,
+            )?);
+        }
+        RegistryTarget::Mlflow { auth: None, .. } | RegistryTarget::Local { .. } => {}
     }
     Ok(config)
 }
@@ -145,7 +170,7 @@ impl Connector for RegistryConnector {
 #[cfg(test)]
 mod tests {
     use http::{Method, StatusCode};
-    use mooring_crds::SecretKeyRef;
+    use mooring_crds::{SecretKeyRef, SecretRef};
     use serde_json::{Value, json};
 
     use super::*;
@@ -164,10 +189,17 @@ mod tests {
     fn token(name: &str, key: &str) -> RegistryTarget {
         RegistryTarget::Mlflow {
             url: URL.into(),
-            token: Some(SecretKeyRef {
+            auth: Some(MlflowAuth::Token(SecretKeyRef {
                 name: name.into(),
                 key: key.into(),
-            }),
+            })),
+        }
+    }
+
+    fn basic_auth(name: &str) -> RegistryTarget {
+        RegistryTarget::Mlflow {
+            url: URL.into(),
+            auth: Some(MlflowAuth::Basic(SecretRef { name: name.into() })),
         }
     }
 
@@ -235,15 +267,90 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn no_token_reads_no_secret() {
+    async fn basic_auth_secret_gives_username_and_password() {
+        let config = config_for(basic_auth("mlflow-basic"), |mut server| async move {
+            server
+                .expect(Method::GET, "/api/v1/namespaces/ml/secrets/mlflow-basic")
+                .await
+                .reply(
+                    StatusCode::OK,
+                    &secret(
+                        "mlflow-basic",
+                        "kubernetes.io/basic-auth",
+                        // alice / s3cret
+                        json!({"username": "YWxpY2U=", "password": "czNjcmV0"}),
+                    ),
+                );
+            server
+        })
+        .await
+        .unwrap();
+        assert_eq!(config.username.as_deref(), Some("alice"));
+        assert_eq!(config.password.as_deref(), Some("s3cret"));
+        assert_eq!(config.token, None);
+    }
+
+    #[tokio::test]
+    async fn basic_auth_secret_without_password_names_the_field_and_key() {
+        let err = config_for(basic_auth("mlflow-basic"), |mut server| async move {
+            server
+                .expect(Method::GET, "/api/v1/namespaces/ml/secrets/mlflow-basic")
+                .await
+                .reply(
+                    StatusCode::OK,
+                    &secret("mlflow-basic", "Opaque", json!({"username": "YWxpY2U="})),
+                );
+            server
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::SecretKeyMissing { field: BASIC_AUTH_FIELD, name, key }
+                    if name == "mlflow-basic" && key == "password"
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_user_error());
+        assert_eq!(
+            err.to_string(),
+            r#"spec.registry.mlflow.basicAuthSecretRef: Secret "mlflow-basic" has no key "password""#
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_basic_auth_secret_names_the_field() {
+        let err = config_for(basic_auth("mlflow-basic"), |mut server| async move {
+            server
+                .expect(Method::GET, "/api/v1/namespaces/ml/secrets/mlflow-basic")
+                .await
+                .not_found();
+            server
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.reason(), "SecretNotFound");
+        assert!(err.is_user_error());
+        assert_eq!(
+            err.to_string(),
+            r#"spec.registry.mlflow.basicAuthSecretRef: Secret "mlflow-basic" does not exist in namespace "ml""#
+        );
+    }
+
+    #[tokio::test]
+    async fn no_credentials_read_no_secret() {
         let target = RegistryTarget::Mlflow {
             url: URL.into(),
-            token: None,
+            auth: None,
         };
         // The script expects nothing: any request would go unanswered and time out.
         let config = config_for(target, |server| async move { server })
             .await
             .unwrap();
-        assert_eq!(config.token, None);
+        assert_eq!(
+            (config.token, config.username, config.password),
+            (None, None, None)
+        );
     }
 }

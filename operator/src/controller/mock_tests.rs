@@ -485,6 +485,38 @@ async fn missing_token_secret_sets_ready_false_naming_the_secret() {
 }
 
 #[tokio::test]
+async fn basic_auth_secret_without_password_sets_ready_false_naming_field_and_key() {
+    let md = md_from_yaml(
+        "model: {name: iris-classifier, alias: production}\nregistry: {mlflow: {url: 'http://mlflow:5000', basicAuthSecretRef: {name: mlflow-basic}}}",
+    );
+    let (action, _) = run(md, registry(Some("3"), false), |mut server| async move {
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "mlflow-basic", "namespace": "ml"},
+            "data": {"username": "YWxpY2U="}
+        });
+        server
+            .expect(Method::GET, "/api/v1/namespaces/ml/secrets/mlflow-basic")
+            .await
+            .reply(StatusCode::OK, &secret);
+        // No child is applied: the pods could not start without the password either.
+        let status = server.expect(Method::PATCH, STATUS).await;
+        let ready = condition(&status.body["status"], "Ready").clone();
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["reason"], "SecretKeyMissing");
+        assert_eq!(
+            ready["message"],
+            r#"spec.registry.mlflow.basicAuthSecretRef: Secret "mlflow-basic" has no key "password""#
+        );
+        reply_status(status);
+        expect_event(&mut server, "Warning", "SecretKeyMissing").await;
+        server
+    })
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
 async fn steady_state_applies_children_but_writes_nothing_else() {
     let (_, _) = run(md_with_status(SERVING_2), registry(Some("2"), false), |mut server| async move {
         let deployment = server.expect(Method::PATCH, DEPLOYMENT).await;

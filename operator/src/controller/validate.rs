@@ -2,7 +2,7 @@
 //! needs, or say exactly which field to fix.
 
 use mooring_crds::model_deployment::ModelDeploymentSpec;
-use mooring_crds::{LocalRegistrySpec, MlflowRegistrySpec, SecretKeyRef};
+use mooring_crds::{LocalRegistrySpec, MlflowRegistrySpec, SecretKeyRef, SecretRef};
 use mooring_registry::{ModelRef, validate_alias};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -28,6 +28,10 @@ pub enum Error {
     UnknownRegistry,
     #[error("spec.registry.mlflow.url {0:?}: must start with http:// or https://")]
     InvalidMlflowUrl(String),
+    #[error(
+        "spec.registry.mlflow: set at most one of tokenSecretRef (bearer token) or basicAuthSecretRef (username and password), not both"
+    )]
+    TokenAndBasicAuth,
     #[error("spec.registry.local.path {0:?}: must be an absolute path")]
     InvalidLocalPath(String),
     #[error("spec.replicas {0}: must be 0 or more")]
@@ -51,7 +55,9 @@ impl Error {
             }
             Error::InvalidAlias(_) | Error::InvalidVersion(_) => "InvalidModel",
             Error::TwoRegistries | Error::UnknownRegistry => "InvalidRegistry",
-            Error::InvalidMlflowUrl(_) | Error::InvalidLocalPath(_) => "InvalidRegistry",
+            Error::InvalidMlflowUrl(_) | Error::TokenAndBasicAuth | Error::InvalidLocalPath(_) => {
+                "InvalidRegistry"
+            }
             Error::NegativeReplicas(_)
             | Error::ResolveIntervalTooShort(_)
             | Error::ProgressDeadlineTooShort(_) => "InvalidRollout",
@@ -84,12 +90,21 @@ impl ModelTarget {
     }
 }
 
+/// How the operator and the inference server authenticate to MLflow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MlflowAuth {
+    /// A bearer token in this key of a Secret.
+    Token(SecretKeyRef),
+    /// A username and password under the keys `username` and `password` of this Secret.
+    Basic(SecretRef),
+}
+
 /// The registry the spec names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegistryTarget {
     Mlflow {
         url: String,
-        token: Option<SecretKeyRef>,
+        auth: Option<MlflowAuth>,
     },
     Local {
         path: String,
@@ -148,15 +163,22 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec> {
             Some(MlflowRegistrySpec {
                 url,
                 token_secret_ref,
+                basic_auth_secret_ref,
             }),
             None,
         ) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(Error::InvalidMlflowUrl(url.clone()));
             }
+            let auth = match (token_secret_ref, basic_auth_secret_ref) {
+                (Some(_), Some(_)) => return Err(Error::TokenAndBasicAuth),
+                (Some(token), None) => Some(MlflowAuth::Token(token.clone())),
+                (None, Some(basic)) => Some(MlflowAuth::Basic(basic.clone())),
+                (None, None) => None,
+            };
             RegistryTarget::Mlflow {
                 url: url.clone(),
-                token: token_secret_ref.clone(),
+                auth,
             }
         }
         (
@@ -233,10 +255,48 @@ mod tests {
                 version: "3".into()
             }
         );
-        let RegistryTarget::Mlflow { token, .. } = valid.registry else {
-            panic!("mlflow expected")
+        let RegistryTarget::Mlflow {
+            auth: Some(MlflowAuth::Token(token)),
+            ..
+        } = valid.registry
+        else {
+            panic!("mlflow with a token expected: {:?}", valid.registry)
         };
-        assert_eq!(token.unwrap().key, "token");
+        assert_eq!(token.key, "token");
+    }
+
+    #[test]
+    fn mlflow_basic_auth() {
+        let spec = spec_from_yaml(
+            "model: {name: iris, alias: production}\nregistry: {mlflow: {url: 'http://mlflow:5000', basicAuthSecretRef: {name: mlflow-basic}}}",
+        );
+        assert_eq!(
+            validate(&spec).unwrap().registry,
+            RegistryTarget::Mlflow {
+                url: "http://mlflow:5000".into(),
+                auth: Some(MlflowAuth::Basic(SecretRef {
+                    name: "mlflow-basic".into()
+                })),
+            }
+        );
+    }
+
+    #[test]
+    fn token_and_basic_auth_together_are_rejected_naming_both() {
+        let spec = spec_from_yaml(
+            "model: {name: iris, alias: production}\nregistry: {mlflow: {url: 'http://mlflow:5000', tokenSecretRef: {name: t}, basicAuthSecretRef: {name: b}}}",
+        );
+        let err = validate(&spec).unwrap_err();
+        assert_eq!(err, Error::TokenAndBasicAuth);
+        assert_eq!(err.reason(), "InvalidRegistry");
+        let message = err.to_string();
+        for field in [
+            "spec.registry.mlflow",
+            "tokenSecretRef",
+            "basicAuthSecretRef",
+        ] {
+            assert!(message.contains(field), "{field} not in {message}");
+        }
     }
 
     #[test]
