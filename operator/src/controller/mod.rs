@@ -1,9 +1,9 @@
 //! The ModelDeployment controller: a pipeline of small steps, one module each.
 //!
-//! validate (pure) → fetch the token Secret and connect to the registry → resolve the version
-//! in force (registry call, then a pure decision) → build the desired children (pure) → apply
-//! them (server-side apply) and read them back → compute the status (pure) → write it and
-//! publish the Events of its transitions.
+//! validate (pure) → fetch the MLflow credentials Secret and connect to the registry → resolve
+//! the version in force (registry call, then a pure decision) → build the desired children
+//! (pure) → apply them (server-side apply) and read them back → compute the status (pure) →
+//! write it and publish the Events of its transitions.
 
 pub mod apply;
 pub mod children;
