@@ -1,5 +1,8 @@
 //! Prometheus metrics of the operator.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -22,6 +25,9 @@ pub struct Metrics {
     pub duration: HistogramVec,
     /// The version in force per ModelDeployment (numeric registry versions).
     pub resolved_version: GaugeVec,
+    /// The model label of each ModelDeployment's `resolved_version` series, by (namespace, name),
+    /// so series of renamed models and deleted ModelDeployments can be removed.
+    exported: Arc<Mutex<HashMap<(String, String), String>>>,
 }
 
 impl Metrics {
@@ -68,6 +74,7 @@ impl Metrics {
             errors,
             duration,
             resolved_version,
+            exported: Arc::default(),
         })
     }
 
@@ -82,17 +89,60 @@ impl Metrics {
 
     /// Record the version in force (non-numeric versions are not exported).
     pub fn set_version(&self, namespace: &str, name: &str, model: &str, version: &str) {
+        let mut exported = self.exported.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(old) = exported.get(&key).filter(|old| *old != model) {
+            // The spec now names another model: its series would stay frozen forever.
+            let _ = self
+                .resolved_version
+                .remove_label_values(&[namespace, name, old]);
+            exported.remove(&key);
+        }
         if let Ok(v) = version.parse::<f64>() {
             self.resolved_version
                 .with_label_values(&[namespace, name, model])
                 .set(v);
+            exported.insert(key, model.to_string());
         }
+    }
+
+    /// Remove the series of ModelDeployments for which `exists(namespace, name)` is false
+    /// (deleted ones: without a finalizer, no reconcile sees the deletion).
+    pub fn forget_deleted(&self, exists: impl Fn(&str, &str) -> bool) {
+        let mut exported = self.exported.lock().unwrap_or_else(|e| e.into_inner());
+        exported.retain(|(namespace, name), model| {
+            let keep = exists(namespace, name);
+            if !keep {
+                let _ = self
+                    .resolved_version
+                    .remove_label_values(&[namespace, name, model]);
+            }
+            keep
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_series_follow_model_changes_and_deletions() {
+        let m = Metrics::new().unwrap();
+        m.set_version("ml", "iris", "iris-classifier", "3");
+        m.set_version("ml", "other", "wine", "1");
+        m.set_version("ml", "iris", "iris-v2", "1");
+        let text = m.render();
+        assert!(!text.contains("model=\"iris-classifier\""), "{text}");
+        assert!(
+            text.contains("model=\"iris-v2\",name=\"iris\",namespace=\"ml\"} 1"),
+            "{text}"
+        );
+        m.forget_deleted(|ns, name| (ns, name) == ("ml", "other"));
+        let text = m.render();
+        assert!(!text.contains("name=\"iris\""), "{text}");
+        assert!(text.contains("model=\"wine\",name=\"other\""), "{text}");
+    }
 
     #[test]
     fn renders_all_families() {

@@ -30,6 +30,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use mooring_crds::ModelDeployment;
@@ -50,6 +51,8 @@ const MISSING_SECRET_RETRY: Duration = Duration::from_secs(300);
 const ROLLOUT_RECHECK: Duration = Duration::from_secs(15);
 const BACKOFF_BASE: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// How often the version series of deleted ModelDeployments are removed from `/metrics`.
+const METRICS_SWEEP: Duration = Duration::from_secs(30);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -345,7 +348,20 @@ pub async fn run(
     // Only our children: watching every Deployment of the cluster would cost memory for nothing.
     let children =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=mooring-operator");
-    Controller::new(mds, watcher::Config::default().any_semantic())
+    let controller = Controller::new(mds, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let metrics = ctx.metrics.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut every = tokio::time::interval(METRICS_SWEEP);
+        loop {
+            every.tick().await;
+            // The store is empty until the first list: nothing is exported before it either.
+            metrics.forget_deleted(|namespace, name| {
+                store.get(&ObjectRef::new(name).within(namespace)).is_some()
+            });
+        }
+    });
+    controller
         .owns(deployments, children.clone())
         .owns(services, children)
         .graceful_shutdown_on(shutdown)
@@ -357,4 +373,5 @@ pub async fn run(
             }
         })
         .await;
+    sweeper.abort();
 }
