@@ -38,6 +38,8 @@ pub const USERNAME_ENV: &str = "MOORING_REGISTRY_USERNAME";
 pub const PASSWORD_ENV: &str = "MOORING_REGISTRY_PASSWORD";
 /// Environment variables carrying `spec.predictionLog` to the server.
 pub const PREDICTION_LOG_ENV: &str = "MOORING_PREDICTION_LOG";
+/// The server's log format (`json` unless `spec.env` sets it).
+pub const LOG_FORMAT_ENV: &str = "MOORING_LOG_FORMAT";
 pub const PREDICTION_LOG_SAMPLE_RATE_ENV: &str = "MOORING_PREDICTION_LOG_SAMPLE_RATE";
 /// Where the server caches fetched artifacts: an emptyDir, as the root filesystem is read-only.
 const CACHE_DIR: &str = "/var/cache/mooring";
@@ -144,6 +146,14 @@ pub fn build(
     ];
 
     let mut env = spec.env.clone();
+    // JSON logs for the cluster's log pipeline, unless the spec chose otherwise.
+    if !env.iter().any(|e| e.name == LOG_FORMAT_ENV) {
+        env.push(EnvVar {
+            name: LOG_FORMAT_ENV.into(),
+            value: Some("json".into()),
+            ..EnvVar::default()
+        });
+    }
     if let Some(log) = &spec.prediction_log {
         env.push(EnvVar {
             name: PREDICTION_LOG_ENV.into(),
@@ -455,6 +465,18 @@ mod tests {
     }
 
     #[test]
+    fn the_log_format_of_spec_env_wins() {
+        let c = build_for(
+            "model: {name: iris, alias: production}\nregistry: {local: {path: /models}}\nenv: [{name: MOORING_LOG_FORMAT, value: pretty}]",
+            "1",
+        );
+        let env = pod_spec(&c).containers[0].env.as_ref().unwrap();
+        let formats: Vec<_> = env.iter().filter(|e| e.name == LOG_FORMAT_ENV).collect();
+        assert_eq!(formats.len(), 1);
+        assert_eq!(formats[0].value.as_deref(), Some("pretty"));
+    }
+
+    #[test]
     fn resources_env_image_and_replicas_are_carried_through() {
         let c = build_for(
             "model: {name: iris, version: '2'}\nregistry: {mlflow: {url: 'http://mlflow:5000', tokenSecretRef: {name: mlflow-token}}}\nreplicas: 3\nimage: example.com/server:1\nresources: {requests: {cpu: 250m, memory: 256Mi}, limits: {memory: 512Mi}}\nenv: [{name: RUST_LOG, value: debug}]\nrollout: {progressDeadlineSeconds: 120}\npredictionLog: {sink: 's3://logs/iris', sampleRate: 0.25}",
@@ -471,6 +493,8 @@ mod tests {
         let env = container.env.as_ref().unwrap();
         assert_eq!(env[0].name, "RUST_LOG");
         assert_eq!(env[0].value.as_deref(), Some("debug"));
+        let format = env.iter().find(|e| e.name == LOG_FORMAT_ENV).unwrap();
+        assert_eq!(format.value.as_deref(), Some("json"));
         let sink = env.iter().find(|e| e.name == PREDICTION_LOG_ENV).unwrap();
         assert_eq!(sink.value.as_deref(), Some("s3://logs/iris"));
         let rate = env
