@@ -16,7 +16,9 @@ pub mod drift_report;
 pub mod model_deployment;
 
 pub use chat_service::{ChatService, ChatServiceSpec, ChatServiceStatus};
-pub use common::{LocalRegistrySpec, MlflowRegistrySpec, RegistrySpec, SecretKeyRef, SecretRef};
+pub use common::{
+    LocalRegistrySpec, MlflowRegistrySpec, PodOptions, RegistrySpec, SecretKeyRef, SecretRef,
+};
 pub use drift_monitor::{DriftMonitor, DriftMonitorSpec, DriftMonitorStatus};
 pub use drift_report::DriftReport;
 pub use model_deployment::{ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus};

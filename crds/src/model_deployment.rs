@@ -7,10 +7,38 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::RegistrySpec;
+use crate::common::{PodOptions, RegistrySpec};
 
 /// How many entries `status.history` keeps (oldest dropped first).
 pub const HISTORY_LIMIT: usize = 10;
+
+/// Annotation through which a DriftMonitor (field manager `mooring-drift-monitor`) asks the
+/// ModelDeployment controller to roll back: a JSON [`RollbackRequest`]. The ModelDeployment
+/// controller only reads it, honours it by setting `status.rollbackPin` (`setBy:
+/// DriftMonitor`, `requestId`), and ignores a request whose `fromVersion` is not the version
+/// serving. Each field keeps one writer: the monitor owns the annotation, the ModelDeployment
+/// controller its status.
+pub const ROLLBACK_REQUEST_ANNOTATION: &str = "mooring.dev/rollback-request";
+
+/// Annotation a user sets to any new value to clear a rollback pin and retry the version
+/// the alias names (`kubectl annotate md NAME mooring.dev/retry=$(date +%s) --overwrite`).
+pub const RETRY_ANNOTATION: &str = "mooring.dev/retry";
+
+/// A DriftMonitor's request to roll a ModelDeployment back, the value of
+/// [`ROLLBACK_REQUEST_ANNOTATION`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRequest {
+    /// Unique per request, e.g. `<monitor>/<job name>`; copied into `rollbackPin.requestId`
+    /// when honoured.
+    pub id: String,
+    /// The version found drifting: the request holds only while it is the version serving.
+    pub from_version: String,
+    /// The version to serve instead (the one served before `fromVersion`).
+    pub to_version: String,
+    /// Why, for people (e.g. the drift share and drifted features).
+    pub reason: String,
+}
 
 /// Condition types written to `status.conditions`.
 pub mod condition {
@@ -50,7 +78,7 @@ pub mod condition {
         name = "Version",
         type_ = "string",
         description = "The version in force",
-        json_path = ".status.resolvedVersion"
+        json_path = ".status.version"
     ),
     printcolumn(
         name = "Rollback-Pin",
@@ -100,6 +128,9 @@ pub struct ModelDeploymentSpec {
     /// Log a sample of requests and predictions for drift monitoring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prediction_log: Option<PredictionLogSpec>,
+    /// Scheduling, identity and volumes of the pods.
+    #[serde(flatten)]
+    pub pod: PodOptions,
 }
 
 fn default_replicas() -> i32 {
@@ -186,9 +217,15 @@ pub struct ModelDeploymentStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The version in force: written into the pods' template.
+    /// The version the spec asks for now: `spec.model.version`, or the version the alias
+    /// names in the registry. It differs from `version` while a rollout is under way, after
+    /// a rollback, and while the registry is unreachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolved_version: Option<String>,
+    pub target_version: Option<String>,
+    /// The version in force: written into the pods' template (it is serving once `Ready` is
+    /// `True`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Where the version's artifacts live in the registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_uri: Option<String>,
@@ -215,6 +252,9 @@ pub struct ModelDeploymentStatus {
     /// In-cluster URLs of the model's endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
+    /// The last value of the `mooring.dev/retry` annotation acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_retry: Option<String>,
     /// `Ready`, `Progressing`, `Degraded`, `RegistryReachable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -272,6 +312,9 @@ pub struct RollbackPin {
     pub reason: String,
     /// When.
     pub since: Time,
+    /// The DriftMonitor request this pin honours (`setBy: DriftMonitor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Who set a rollback pin.

@@ -123,7 +123,7 @@ async fn alias_move_rolls_out_the_new_version() {
     // resolveIntervalSeconds is 30 in the example; the wait allows for it.
     wait_for_version(&deployments, "iris-e2e", "2").await;
     let status = mds.get_status("iris-e2e").await.unwrap().status.unwrap();
-    assert_eq!(status.resolved_version.as_deref(), Some("2"));
+    assert_eq!(status.version.as_deref(), Some("2"));
     assert!(status.history.iter().any(|h| h.version == "1"));
 
     let _ = mds.delete("iris-e2e", &DeleteParams::default()).await;

@@ -36,5 +36,6 @@ pub fn pin(version: &str, replaces: &str, alias: &str) -> RollbackPin {
         set_by: PinSource::AutoRollback,
         reason: "RolloutFailed".into(),
         since: at(0),
+        request_id: None,
     }
 }

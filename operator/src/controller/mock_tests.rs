@@ -266,7 +266,7 @@ async fn first_reconcile_creates_deployment_and_service_and_writes_status() {
             let s = &status.body["status"];
             assert_eq!(status.body["kind"], "ModelDeployment");
             assert_eq!(s["observedGeneration"], 1);
-            assert_eq!(s["resolvedVersion"], "2");
+            assert_eq!(s["version"], "2");
             assert_eq!(s["modelUri"], "file:///models/iris-classifier/2");
             assert_eq!(s["modelDigest"], "sha256:222");
             assert_eq!(s["history"][0]["outcome"], "Progressing");
@@ -292,7 +292,7 @@ async fn first_reconcile_creates_deployment_and_service_and_writes_status() {
     assert!(metrics.render().contains("mooring_model_deployment_resolved_version{model=\"iris-classifier\",name=\"iris\",namespace=\"ml\"} 2"));
 }
 
-const SERVING_2: &str = "resolvedVersion: '2'\nmodelUri: file:///models/iris-classifier/2\nmodelDigest: sha256:222\nreplicas: 1\nreadyReplicas: 1\nupdatedReplicas: 1\nobservedGeneration: 1\nendpoints: {rest: 'http://iris.ml.svc:8080', grpc: 'iris.ml.svc:8081'}\nhistory: [{version: '1', startedAt: '2026-01-01T00:00:00Z', readyAt: '2026-01-01T00:01:00Z', outcome: Superseded}, {version: '2', digest: 'sha256:222', startedAt: '2026-01-02T00:00:00Z', readyAt: '2026-01-02T00:01:00Z', outcome: Ready}]\nconditions: [{type: Ready, status: 'True', reason: Available, message: '1/1 replicas ready', observedGeneration: 1, lastTransitionTime: '2026-01-02T00:01:00Z'}, {type: RegistryReachable, status: 'True', reason: Resolved, message: 'iris-classifier@production is version 2', observedGeneration: 1, lastTransitionTime: '2026-01-01T00:00:00Z'}, {type: Progressing, status: 'False', reason: RolloutComplete, message: 'version 2 is rolled out', observedGeneration: 1, lastTransitionTime: '2026-01-02T00:01:00Z'}, {type: Degraded, status: 'False', reason: AsExpected, message: '', observedGeneration: 1, lastTransitionTime: '2026-01-01T00:00:00Z'}]";
+const SERVING_2: &str = "version: '2'\nmodelUri: file:///models/iris-classifier/2\nmodelDigest: sha256:222\nreplicas: 1\nreadyReplicas: 1\nupdatedReplicas: 1\nobservedGeneration: 1\nendpoints: {rest: 'http://iris.ml.svc:8080', grpc: 'iris.ml.svc:8081'}\nhistory: [{version: '1', startedAt: '2026-01-01T00:00:00Z', readyAt: '2026-01-01T00:01:00Z', outcome: Superseded}, {version: '2', digest: 'sha256:222', startedAt: '2026-01-02T00:00:00Z', readyAt: '2026-01-02T00:01:00Z', outcome: Ready}]\nconditions: [{type: Ready, status: 'True', reason: Available, message: '1/1 replicas ready', observedGeneration: 1, lastTransitionTime: '2026-01-02T00:01:00Z'}, {type: RegistryReachable, status: 'True', reason: Resolved, message: 'iris-classifier@production is version 2', observedGeneration: 1, lastTransitionTime: '2026-01-01T00:00:00Z'}, {type: Progressing, status: 'False', reason: RolloutComplete, message: 'version 2 is rolled out', observedGeneration: 1, lastTransitionTime: '2026-01-02T00:01:00Z'}, {type: Degraded, status: 'False', reason: AsExpected, message: '', observedGeneration: 1, lastTransitionTime: '2026-01-01T00:00:00Z'}]";
 
 #[tokio::test]
 async fn alias_moved_patches_the_deployment_with_the_new_version() {
@@ -308,7 +308,7 @@ async fn alias_moved_patches_the_deployment_with_the_new_version() {
 
         let status = server.expect(Method::PATCH, STATUS).await;
         let s = &status.body["status"];
-        assert_eq!(s["resolvedVersion"], "3");
+        assert_eq!(s["version"], "3");
         assert_eq!(s["history"][1]["outcome"], "Superseded");
         assert_eq!(s["history"][2]["version"], "3");
         assert_eq!(s["history"][2]["outcome"], "Progressing");
@@ -329,7 +329,7 @@ async fn failed_rollout_pins_the_last_ready_version_then_rolls_back() {
     let rolling_3 = SERVING_2.replace(
         "outcome: Ready}]",
         "outcome: Superseded}, {version: '3', digest: 'sha256:333', startedAt: '2026-01-03T00:00:00Z', outcome: Progressing}]",
-    ).replace("resolvedVersion: '2'", "resolvedVersion: '3'");
+    ).replace("version: '2'", "version: '3'");
     let (action, _) = run(md_with_status(&rolling_3), registry(Some("3"), false), |mut server| async move {
         let deployment = server.expect(Method::PATCH, DEPLOYMENT).await;
         assert_eq!(annotation(&deployment.body, "mooring.dev/model-version"), "3");
@@ -381,7 +381,7 @@ async fn failed_rollout_pins_the_last_ready_version_then_rolls_back() {
         server.expect(Method::PATCH, SERVICE).await.echo();
         let status = server.expect(Method::PATCH, STATUS).await;
         let s = &status.body["status"];
-        assert_eq!(s["resolvedVersion"], "2");
+        assert_eq!(s["version"], "2");
         assert_eq!(s["rollbackPin"]["version"], "2");
         assert_eq!(s["history"][3]["version"], "2");
         assert_eq!(condition(s, "Degraded")["status"], "True");
@@ -411,7 +411,7 @@ async fn registry_down_applies_nothing_and_sets_the_condition() {
                     .unwrap()
                     .contains("connection refused")
             );
-            assert_eq!(s["resolvedVersion"], "2");
+            assert_eq!(s["version"], "2");
             assert_eq!(condition(s, "Ready")["status"], "True");
             reply_status(status);
             expect_event(&mut server, "Warning", "RegistryUnreachable").await;
@@ -536,7 +536,7 @@ async fn crash_looping_new_pods_fail_the_rollout() {
             "outcome: Ready}]",
             "outcome: Superseded}, {version: '3', startedAt: '2026-01-03T00:00:00Z', outcome: Progressing}]",
         )
-        .replace("resolvedVersion: '2'", "resolvedVersion: '3'");
+        .replace("version: '2'", "version: '3'");
     let (action, _) = run(md_with_status(&rolling_3), registry(Some("3"), false), |mut server| async move {
         let deployment = server.expect(Method::PATCH, DEPLOYMENT).await;
         let reply = applied(

@@ -127,7 +127,7 @@ pub fn decide(
     pin_lookup: Option<&Lookup>,
 ) -> Decision {
     let last_resolved = || {
-        status.resolved_version.as_ref().map(|v| VersionInfo {
+        status.version.as_ref().map(|v| VersionInfo {
             version: v.clone(),
             uri: status.model_uri.clone(),
             digest: status.model_digest.clone(),
@@ -292,7 +292,7 @@ mod tests {
     #[test]
     fn registry_down_keeps_the_last_version_and_the_pin() {
         let status = status_from_yaml(
-            "resolvedVersion: '2'\nmodelUri: file:///models/iris/2\nrollbackPin: {version: '2', replacesVersion: '3', alias: production, setBy: AutoRollback, reason: RolloutFailed, since: '2026-01-01T00:00:00Z'}",
+            "version: '2'\nmodelUri: file:///models/iris/2\nrollbackPin: {version: '2', replacesVersion: '3', alias: production, setBy: AutoRollback, reason: RolloutFailed, since: '2026-01-01T00:00:00Z'}",
         );
         let d = decide(
             &alias(),
@@ -308,7 +308,7 @@ mod tests {
         assert!(d.registry_unreachable);
         assert_eq!(d.registry.unwrap_err().0, "RegistryUnreachable");
 
-        let status = status_from_yaml("resolvedVersion: '2'\nmodelUri: file:///models/iris/2");
+        let status = status_from_yaml("version: '2'\nmodelUri: file:///models/iris/2");
         let d = decide(
             &alias(),
             &status,

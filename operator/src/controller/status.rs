@@ -115,10 +115,10 @@ pub fn next(old: &ModelDeploymentStatus, inputs: &Inputs<'_>) -> ModelDeployment
                 // Nothing applied: what runs keeps running, the other conditions stand.
                 (Some(_), None) => {}
                 (Some(version), Some(obs)) => {
-                    new.resolved_version = Some(version.version.clone());
+                    new.version = Some(version.version.clone());
                     new.model_uri = version.uri.clone().or(new
                         .model_uri
-                        .filter(|_| old.resolved_version.as_ref() == Some(&version.version)));
+                        .filter(|_| old.version.as_ref() == Some(&version.version)));
                     new.model_digest = version.digest.clone();
                     new.replicas = Some(obs.replicas.desired);
                     new.ready_replicas = Some(obs.replicas.ready);
@@ -229,6 +229,7 @@ fn maybe_pin(
         set_by: PinSource::AutoRollback,
         reason: message.to_string(),
         since: now.clone(),
+        request_id: None,
     });
 }
 
@@ -341,7 +342,7 @@ pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> 
             old_last.is_some_and(|o| o.version == n.version && o.started_at == n.started_at);
         if !same_entry {
             let from = old
-                .resolved_version
+                .version
                 .as_deref()
                 .map(|v| format!(" (was {v})"))
                 .unwrap_or_default();
@@ -627,7 +628,7 @@ mod tests {
             "True",
             "what runs keeps serving"
         );
-        assert_eq!(s2.resolved_version.as_deref(), Some("1"));
+        assert_eq!(s2.version.as_deref(), Some("1"));
         let events = transitions(&s1, &s2);
         assert!(
             events
