@@ -50,6 +50,12 @@ pub mod condition {
     pub const DEGRADED: &str = "Degraded";
     /// The last call to the model registry succeeded.
     pub const REGISTRY_REACHABLE: &str = "RegistryReachable";
+    /// kstatus: the controller is working towards the spec (a rollout, a retry after an
+    /// error); `False` once it is done.
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: the controller cannot make progress without a change from the user (invalid
+    /// spec, rolled back, failed rollout with nothing to roll back to).
+    pub const STALLED: &str = "Stalled";
 }
 
 /// Serve one model from a model registry as a Deployment and a Service running the Mooring
@@ -128,6 +134,9 @@ pub struct ModelDeploymentSpec {
     /// Log a sample of requests and predictions for drift monitoring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prediction_log: Option<PredictionLogSpec>,
+    /// Scale the pods with a HorizontalPodAutoscaler instead of `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     /// Scheduling, identity and volumes of the pods.
     #[serde(flatten)]
     pub pod: PodOptions,
@@ -204,6 +213,43 @@ pub struct PredictionLogSpec {
     #[serde(default = "default_sample_rate")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub sample_rate: f64,
+    /// The volume mounted at a `file://` sink's path (required for `file://`: the pods'
+    /// root filesystem is read-only). ReadWriteMany when a DriftMonitor's Job reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<PredictionLogVolume>,
+}
+
+/// The volume holding a `file://` prediction log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictionLogVolume {
+    /// Name of a PersistentVolumeClaim in the same namespace.
+    #[schemars(length(min = 1))]
+    pub persistent_volume_claim: String,
+}
+
+/// Horizontal autoscaling of the inference-server pods: with it, the operator creates a
+/// HorizontalPodAutoscaler and no longer sets the Deployment's replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
+pub struct AutoscalingSpec {
+    /// Fewest pods.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    /// Most pods.
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Average CPU utilisation (percent of the request) the autoscaler aims at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: Option<i32>,
+    /// Average in-flight requests per pod the autoscaler aims at, read through the Prometheus
+    /// adapter as the pods metric `mooring_inference_requests_in_flight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub target_in_flight_requests: Option<i32>,
 }
 
 fn default_sample_rate() -> f64 {
@@ -255,6 +301,9 @@ pub struct ModelDeploymentStatus {
     /// The last value of the `mooring.dev/retry` annotation acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_retry: Option<String>,
+    /// The `id` of the last DriftMonitor rollback request honoured (each is honoured once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_rollback_request: Option<String>,
     /// `Ready`, `Progressing`, `Degraded`, `RegistryReachable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -315,6 +364,11 @@ pub struct RollbackPin {
     /// The DriftMonitor request this pin honours (`setBy: DriftMonitor`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Digest of the pod template (image, resources, env, pod options) the replaced version
+    /// failed with: a spec change of any of these clears the pin and retries the alias's
+    /// version with the new template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_hash: Option<String>,
 }
 
 /// Who set a rollback pin.

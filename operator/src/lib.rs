@@ -7,6 +7,7 @@ pub mod controller;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod pod;
 pub mod telemetry;
 
 #[cfg(test)]

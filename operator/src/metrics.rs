@@ -25,6 +25,8 @@ pub struct Metrics {
     pub duration: HistogramVec,
     /// The version in force per ModelDeployment (numeric registry versions).
     pub resolved_version: GaugeVec,
+    /// 1 while this replica holds the leader Lease (or runs without leader election).
+    pub leader: prometheus::IntGauge,
     /// The model label of each ModelDeployment's `resolved_version` series, by (namespace, name),
     /// so series of renamed models and deleted ModelDeployments can be removed.
     exported: Arc<Mutex<HashMap<(String, String), String>>>,
@@ -53,7 +55,8 @@ impl Metrics {
                 "Reconcile duration",
             )
             .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0,
+                120.0,
             ]),
             &["controller"],
         )?;
@@ -67,13 +70,19 @@ impl Metrics {
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        let leader = prometheus::IntGauge::new(
+            "mooring_operator_leader",
+            "1 while this replica leads (holds the Lease), 0 while it stands by",
+        )?;
         registry.register(Box::new(resolved_version.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
         Ok(Metrics {
             registry,
             reconciles,
             errors,
             duration,
             resolved_version,
+            leader,
             exported: Arc::default(),
         })
     }
@@ -104,6 +113,11 @@ impl Metrics {
                 .set(v);
             exported.insert(key, model.to_string());
         }
+    }
+
+    /// Remove the series of one ModelDeployment (it is being deleted).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.forget_deleted(|ns, n| !(ns == namespace && n == name));
     }
 
     /// Remove the series of ModelDeployments for which `exists(namespace, name)` is false

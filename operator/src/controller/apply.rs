@@ -1,9 +1,11 @@
 //! Server-side apply of the children and the status, under one field manager.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client};
 use mooring_crds::ModelDeployment;
 use mooring_crds::model_deployment::ModelDeploymentStatus;
 
@@ -28,6 +30,20 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("applying {kind} {name}: {source}")]
+    Other {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("reading {kind} {name}: {source}")]
+    Read {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("listing pods of {name}: {source}")]
     Pods {
         name: String,
@@ -47,6 +63,8 @@ impl Error {
         match self {
             Error::Deployment { .. } => "ApplyDeploymentFailed",
             Error::Service { .. } => "ApplyServiceFailed",
+            Error::Other { .. } => "ApplyFailed",
+            Error::Read { .. } => "ReadFailed",
             Error::Pods { .. } => "ListPodsFailed",
             Error::Status { .. } => "StatusWriteFailed",
         }
@@ -58,28 +76,134 @@ fn params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-/// Apply the Deployment and Service; returns the Deployment as the API server now has it.
+/// The APIs of a ModelDeployment's children, in its namespace.
+pub struct ChildApis {
+    pub deployments: Api<Deployment>,
+    pub services: Api<Service>,
+    pub autoscalers: Api<HorizontalPodAutoscaler>,
+    pub budgets: Api<PodDisruptionBudget>,
+}
+
+impl ChildApis {
+    pub fn namespaced(client: &Client, namespace: &str) -> Self {
+        ChildApis {
+            deployments: Api::namespaced(client.clone(), namespace),
+            services: Api::namespaced(client.clone(), namespace),
+            autoscalers: Api::namespaced(client.clone(), namespace),
+            budgets: Api::namespaced(client.clone(), namespace),
+        }
+    }
+}
+
+/// Why the Deployment or Service named `name` is not ours to apply, if one exists that
+/// another owner controls (or nobody does): server-side apply with `force` would take it over.
+pub async fn foreign_children(apis: &ChildApis, name: &str, uid: &str) -> Result<Option<String>> {
+    let describe =
+        |kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            let controller = meta
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true));
+            match controller {
+                Some(o) if o.uid == uid => None,
+                Some(o) => Some(format!(
+                    "{kind} {name} already exists, controlled by {} {}: not adopted; rename this ModelDeployment or remove that {kind}",
+                    o.kind, o.name
+                )),
+                None => Some(format!(
+                    "{kind} {name} already exists and is not owned by this ModelDeployment: not adopted; rename this ModelDeployment or delete that {kind}"
+                )),
+            }
+        };
+    let read = |kind: &'static str| {
+        move |source| Error::Read {
+            kind,
+            name: name.to_string(),
+            source,
+        }
+    };
+    if let Some(d) = apis
+        .deployments
+        .get_opt(name)
+        .await
+        .map_err(read("Deployment"))?
+        && let Some(message) = describe("Deployment", &d.metadata)
+    {
+        return Ok(Some(message));
+    }
+    if let Some(s) = apis.services.get_opt(name).await.map_err(read("Service"))?
+        && let Some(message) = describe("Service", &s.metadata)
+    {
+        return Ok(Some(message));
+    }
+    Ok(None)
+}
+
+/// Apply the children; returns the Deployment as the API server now has it. The optional
+/// children (autoscaler, disruption budget) that `desired` lacks are deleted when
+/// `spec_changed` (they can only have become unwanted through a spec change).
 pub async fn children(
-    deployments: &Api<Deployment>,
-    services: &Api<Service>,
+    apis: &ChildApis,
     desired: &DesiredChildren,
+    spec_changed: bool,
 ) -> Result<Deployment> {
     let name = desired.deployment.metadata.name.clone().unwrap_or_default();
-    let deployment = deployments
+    let deployment = apis
+        .deployments
         .patch(&name, &params(), &Patch::Apply(&desired.deployment))
         .await
         .map_err(|source| Error::Deployment {
             name: name.clone(),
             source,
         })?;
-    services
+    apis.services
         .patch(&name, &params(), &Patch::Apply(&desired.service))
         .await
         .map_err(|source| Error::Service {
             name: name.clone(),
             source,
         })?;
+    let other = |kind: &'static str| {
+        let name = name.clone();
+        move |source| Error::Other { kind, name, source }
+    };
+    match &desired.autoscaler {
+        Some(hpa) => {
+            apis.autoscalers
+                .patch(&name, &params(), &Patch::Apply(hpa))
+                .await
+                .map_err(other("HorizontalPodAutoscaler"))?;
+        }
+        None if spec_changed => delete_if_present(&apis.autoscalers, &name)
+            .await
+            .map_err(other("HorizontalPodAutoscaler"))?,
+        None => {}
+    }
+    match &desired.disruption_budget {
+        Some(pdb) => {
+            apis.budgets
+                .patch(&name, &params(), &Patch::Apply(pdb))
+                .await
+                .map_err(other("PodDisruptionBudget"))?;
+        }
+        None if spec_changed => delete_if_present(&apis.budgets, &name)
+            .await
+            .map_err(other("PodDisruptionBudget"))?,
+        None => {}
+    }
     Ok(deployment)
+}
+
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> kube::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err),
+    }
 }
 
 /// The pods of one version of a ModelDeployment.

@@ -8,12 +8,17 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
     Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
     Volume, VolumeMount,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mooring_crds::ModelDeployment;
@@ -49,6 +54,26 @@ const CACHE_DIR: &str = "/var/cache/mooring";
 pub struct DesiredChildren {
     pub deployment: Deployment,
     pub service: Service,
+    /// With `spec.autoscaling`.
+    pub autoscaler: Option<HorizontalPodAutoscaler>,
+    /// When more than one pod serves: voluntary disruptions (node drains) take one at a time.
+    pub disruption_budget: Option<PodDisruptionBudget>,
+}
+
+/// Digest of what the pods run apart from the model version: the image, resources, env,
+/// prediction log and pod options. A rollback pin records it, so that a spec change of any
+/// of these (say, more memory for a version that was OOM-killed) retries the alias's version.
+pub fn template_hash(spec: &mooring_crds::ModelDeploymentSpec) -> String {
+    use sha2::Digest;
+    let parts = serde_json::json!([
+        spec.image,
+        spec.resources,
+        spec.env,
+        spec.prediction_log,
+        spec.pod
+    ]);
+    let digest = sha2::Sha256::digest(parts.to_string().as_bytes());
+    hex::encode(&digest[..8])
 }
 
 /// Labels that select the pods: fixed for the life of the ModelDeployment.
@@ -79,7 +104,7 @@ fn common_labels(md_name: &str, model: &str) -> BTreeMap<String, String> {
 }
 
 /// Kubernetes label values: ≤ 63 characters of `[A-Za-z0-9._-]`, alphanumeric at both ends.
-fn is_label_value(v: &str) -> bool {
+pub fn is_label_value(v: &str) -> bool {
     v.len() <= 63
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -154,7 +179,11 @@ pub fn build(
             ..EnvVar::default()
         });
     }
+    let mut log_volume = None;
     if let Some(log) = &spec.prediction_log {
+        if let (Some(volume), Some(path)) = (&log.volume, log.sink.strip_prefix("file://")) {
+            log_volume = Some((volume.persistent_volume_claim.clone(), path.to_string()));
+        }
         env.push(EnvVar {
             name: PREDICTION_LOG_ENV.into(),
             value: Some(log.sink.clone()),
@@ -240,6 +269,21 @@ pub fn build(
         }
         _ => {}
     }
+    if let Some((claim, path)) = log_volume {
+        volumes.push(Volume {
+            name: "prediction-log".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim,
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "prediction-log".into(),
+            mount_path: path,
+            ..VolumeMount::default()
+        });
+    }
 
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -251,7 +295,7 @@ pub fn build(
         failure_threshold: Some(3),
         ..Probe::default()
     };
-    let container = Container {
+    let mut container = Container {
         name: CONTAINER_NAME.into(),
         image: Some(
             spec.image
@@ -296,10 +340,33 @@ pub fn build(
         ..Container::default()
     };
 
+    let mut pod_spec = PodSpec {
+        volumes: Some(volumes),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..PodSecurityContext::default()
+        }),
+        ..PodSpec::default()
+    };
+    crate::pod::apply_pod_options(&spec.pod, &mut pod_spec, &mut container);
+    crate::pod::drain_on_termination(&mut pod_spec, &mut container);
+    pod_spec.containers = vec![container];
+    // The user's pod labels and annotations first: the operator's own win on a clash.
+    let mut template_labels = spec.pod.pod_labels.clone();
+    template_labels.extend(pod_labels);
+    let mut template_annotations = spec.pod.pod_annotations.clone();
+    template_annotations.extend(annotations);
+
     let deployment = Deployment {
         metadata: meta.clone(),
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas),
+            // Under an autoscaler the replicas are its to set: not applying the field hands
+            // it over.
+            replicas: spec.autoscaling.is_none().then_some(spec.replicas),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&name)),
                 match_expressions: None,
@@ -315,28 +382,37 @@ pub fn build(
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(annotations),
+                    labels: Some(template_labels),
+                    annotations: Some(template_annotations),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod_spec),
             },
             ..DeploymentSpec::default()
         }),
         status: None,
     };
+
+    let autoscaler = spec
+        .autoscaling
+        .as_ref()
+        .map(|a| build_autoscaler(&meta, a));
+    let most_replicas = spec
+        .autoscaling
+        .as_ref()
+        .map_or(spec.replicas, |a| a.min_replicas);
+    let disruption_budget = (most_replicas > 1).then(|| PodDisruptionBudget {
+        metadata: meta.clone(),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                match_expressions: None,
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    });
 
     let service = Service {
         metadata: meta,
@@ -366,6 +442,68 @@ pub fn build(
     DesiredChildren {
         deployment,
         service,
+        autoscaler,
+        disruption_budget,
+    }
+}
+
+/// A HorizontalPodAutoscaler of the Deployment on CPU and/or in-flight requests (CPU at 80 %
+/// when the spec names no target).
+fn build_autoscaler(
+    meta: &ObjectMeta,
+    a: &mooring_crds::model_deployment::AutoscalingSpec,
+) -> HorizontalPodAutoscaler {
+    let mut metrics = Vec::new();
+    let cpu = a
+        .target_cpu_utilization_percentage
+        .or(a.target_in_flight_requests.is_none().then_some(80));
+    if let Some(cpu) = cpu {
+        metrics.push(MetricSpec {
+            type_: "Resource".into(),
+            resource: Some(ResourceMetricSource {
+                name: "cpu".into(),
+                target: MetricTarget {
+                    type_: "Utilization".into(),
+                    average_utilization: Some(cpu),
+                    ..MetricTarget::default()
+                },
+            }),
+            ..MetricSpec::default()
+        });
+    }
+    if let Some(in_flight) = a.target_in_flight_requests {
+        metrics.push(MetricSpec {
+            type_: "Pods".into(),
+            pods: Some(PodsMetricSource {
+                metric: MetricIdentifier {
+                    name: "mooring_inference_requests_in_flight".into(),
+                    selector: None,
+                },
+                target: MetricTarget {
+                    type_: "AverageValue".into(),
+                    average_value: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+                        in_flight.to_string(),
+                    )),
+                    ..MetricTarget::default()
+                },
+            }),
+            ..MetricSpec::default()
+        });
+    }
+    HorizontalPodAutoscaler {
+        metadata: meta.clone(),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: meta.name.clone().unwrap_or_default(),
+            },
+            min_replicas: Some(a.min_replicas),
+            max_replicas: a.max_replicas,
+            metrics: Some(metrics),
+            behavior: None,
+        }),
+        status: None,
     }
 }
 

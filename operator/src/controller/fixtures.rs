@@ -37,5 +37,6 @@ pub fn pin(version: &str, replaces: &str, alias: &str) -> RollbackPin {
         reason: "RolloutFailed".into(),
         since: at(0),
         request_id: None,
+        template_hash: None,
     }
 }

@@ -224,6 +224,9 @@ async fn first_reconcile_creates_deployment_and_service_and_writes_status() {
         md_from_yaml(SPEC),
         registry(Some("2"), false),
         |mut server| async move {
+            // Nothing of that name exists yet: nothing to refuse to adopt.
+            server.expect(Method::GET, DEPLOYMENT).await.not_found();
+            server.expect(Method::GET, SERVICE).await.not_found();
             let deployment = server.expect(Method::PATCH, DEPLOYMENT).await;
             deployment.assert_apply();
             let d = &deployment.body;
@@ -275,11 +278,14 @@ async fn first_reconcile_creates_deployment_and_service_and_writes_status() {
             assert_eq!(condition(s, "Progressing")["status"], "True");
             assert_eq!(condition(s, "Ready")["status"], "False");
             assert_eq!(condition(s, "Degraded")["status"], "False");
+            assert_eq!(condition(s, "Ready")["reason"], "RollingOut");
+            assert_eq!(condition(s, "Reconciling")["status"], "True");
+            assert_eq!(condition(s, "Stalled")["status"], "False");
+            assert_eq!(s["targetVersion"], "2");
             reply_status(status);
 
+            // Pods starting is routine: one Normal Event, no Warning.
             expect_event(&mut server, "Normal", "RollingOut").await;
-            // Ready=False on the first rollout is a warning worth an Event too.
-            expect_event(&mut server, "Warning", "ReplicasNotReady").await;
             server
         },
     )
@@ -292,7 +298,7 @@ async fn first_reconcile_creates_deployment_and_service_and_writes_status() {
     assert!(metrics.render().contains("mooring_model_deployment_resolved_version{model=\"iris-classifier\",name=\"iris\",namespace=\"ml\"} 2"));
 }
 
-const SERVING_2: &str = "version: '2'\nmodelUri: file:///models/iris-classifier/2\nmodelDigest: sha256:222\nreplicas: 1\nreadyReplicas: 1\nupdatedReplicas: 1\nobservedGeneration: 1\nendpoints: {rest: 'http://iris.ml.svc:8080', grpc: 'iris.ml.svc:8081'}\nhistory: [{version: '1', startedAt: '2026-01-01T00:00:00Z', readyAt: '2026-01-01T00:01:00Z', outcome: Superseded}, {version: '2', digest: 'sha256:222', startedAt: '2026-01-02T00:00:00Z', readyAt: '2026-01-02T00:01:00Z', outcome: Ready}]\nconditions: [{type: Ready, status: 'True', reason: Available, message: '1/1 replicas ready', observedGeneration: 1, lastTransitionTime: '2026-01-02T00:01:00Z'}, {type: RegistryReachable, status: 'True', reason: Resolved, message: 'iris-classifier@production is version 2', observedGeneration: 1, lastTransitionTime: '2026-01-01T00:00:00Z'}, {type: Progressing, status: 'False', reason: RolloutComplete, message: 'version 2 is rolled out', observedGeneration: 1, lastTransitionTime: '2026-01-02T00:01:00Z'}, {type: Degraded, status: 'False', reason: AsExpected, message: '', observedGeneration: 1, lastTransitionTime: '2026-01-01T00:00:00Z'}]";
+const SERVING_2: &str = "version: '2'\nmodelUri: file:///models/iris-classifier/2\nmodelDigest: sha256:222\nreplicas: 1\nreadyReplicas: 1\nupdatedReplicas: 1\nobservedGeneration: 1\nendpoints: {rest: 'http://iris.ml.svc:8080', grpc: 'iris.ml.svc:8081'}\nhistory: [{version: '1', startedAt: '2026-01-01T00:00:00Z', readyAt: '2026-01-01T00:01:00Z', outcome: Superseded}, {version: '2', digest: 'sha256:222', startedAt: '2026-01-02T00:00:00Z', readyAt: '2026-01-02T00:01:00Z', outcome: Ready}]\nconditions: [{type: Ready, status: 'True', reason: Available, message: 'version 2: 1/1 replicas ready', observedGeneration: 1, lastTransitionTime: '2026-01-02T00:01:00Z'}, {type: RegistryReachable, status: 'True', reason: Resolved, message: 'iris-classifier@production is version 2', observedGeneration: 1, lastTransitionTime: '2026-01-01T00:00:00Z'}, {type: Progressing, status: 'False', reason: RolloutComplete, message: 'version 2 is rolled out', observedGeneration: 1, lastTransitionTime: '2026-01-02T00:01:00Z'}, {type: Degraded, status: 'False', reason: AsExpected, message: '', observedGeneration: 1, lastTransitionTime: '2026-01-01T00:00:00Z'}, {type: Reconciling, status: 'False', reason: Reconciled, message: '', observedGeneration: 1, lastTransitionTime: '2026-01-02T00:01:00Z'}, {type: Stalled, status: 'False', reason: AsExpected, message: '', observedGeneration: 1, lastTransitionTime: '2026-01-01T00:00:00Z'}]\ntargetVersion: '2'";
 
 #[tokio::test]
 async fn alias_moved_patches_the_deployment_with_the_new_version() {
@@ -313,8 +319,11 @@ async fn alias_moved_patches_the_deployment_with_the_new_version() {
         assert_eq!(s["history"][2]["version"], "3");
         assert_eq!(s["history"][2]["outcome"], "Progressing");
         assert_eq!(condition(s, "Progressing")["status"], "True");
-        assert_eq!(condition(s, "Ready")["status"], "True", "version 2 keeps serving during the rollout");
-        assert_eq!(condition(s, "Ready")["lastTransitionTime"], "2026-01-02T00:01:00Z");
+        // Version 2 keeps serving, but Ready means "serving what the spec asks for".
+        assert_eq!(condition(s, "Ready")["status"], "False");
+        assert_eq!(condition(s, "Ready")["reason"], "RollingOut");
+        assert_eq!(condition(s, "Reconciling")["status"], "True");
+        assert_eq!(s["targetVersion"], "3");
         reply_status(status);
         let event = expect_event(&mut server, "Normal", "RollingOut").await;
         assert_eq!(event["note"], "rolling out version 3 (was 2)");
@@ -329,7 +338,7 @@ async fn failed_rollout_pins_the_last_ready_version_then_rolls_back() {
     let rolling_3 = SERVING_2.replace(
         "outcome: Ready}]",
         "outcome: Superseded}, {version: '3', digest: 'sha256:333', startedAt: '2026-01-03T00:00:00Z', outcome: Progressing}]",
-    ).replace("version: '2'", "version: '3'");
+    ).replacen("version: '2'", "version: '3'", 1);
     let (action, _) = run(md_with_status(&rolling_3), registry(Some("3"), false), |mut server| async move {
         let deployment = server.expect(Method::PATCH, DEPLOYMENT).await;
         assert_eq!(annotation(&deployment.body, "mooring.dev/model-version"), "3");
@@ -536,7 +545,7 @@ async fn crash_looping_new_pods_fail_the_rollout() {
             "outcome: Ready}]",
             "outcome: Superseded}, {version: '3', startedAt: '2026-01-03T00:00:00Z', outcome: Progressing}]",
         )
-        .replace("version: '2'", "version: '3'");
+        .replacen("version: '2'", "version: '3'", 1);
     let (action, _) = run(md_with_status(&rolling_3), registry(Some("3"), false), |mut server| async move {
         let deployment = server.expect(Method::PATCH, DEPLOYMENT).await;
         let reply = applied(
@@ -591,4 +600,150 @@ async fn a_resource_being_deleted_is_left_to_the_garbage_collector() {
     )
     .await;
     assert_eq!(action, Action::await_change());
+}
+
+/// `run`, for a reconcile that fails (its error is returned).
+async fn run_failing<F>(
+    md: ModelDeployment,
+    registry: Arc<FakeRegistry>,
+    script: impl FnOnce(ApiServer) -> F,
+) -> super::Error
+where
+    F: std::future::Future<Output = ApiServer> + Send + 'static,
+{
+    let (client, server) = mock_api::pair();
+    let ctx = context(client, registry);
+    let scripted = tokio::spawn(script(server));
+    let result = tokio::time::timeout(mock_api::STEP_TIMEOUT, reconcile(Arc::new(md), ctx))
+        .await
+        .expect("reconcile hung: it sent a request the script did not expect");
+    drop(
+        tokio::time::timeout(mock_api::STEP_TIMEOUT, scripted)
+            .await
+            .expect("script unfinished")
+            .expect("script panicked"),
+    );
+    result.expect_err("the reconcile must fail, to be retried with backoff")
+}
+
+fn api_status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+#[tokio::test]
+async fn a_rejected_apply_is_reported_in_the_status_and_an_event() {
+    const INVALID: &str = "Deployment.apps \"iris\" is invalid: spec.template.spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit";
+    let err = run_failing(
+        md_with_status(SERVING_2),
+        registry(Some("2"), false),
+        |mut server| async move {
+            let deployment = server.expect(Method::PATCH, DEPLOYMENT).await;
+            deployment.reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &api_status(422, "Invalid", INVALID),
+            );
+            let status = server.expect(Method::PATCH, STATUS).await;
+            let s = &status.body["status"];
+            let ready = condition(s, "Ready");
+            assert_eq!(ready["status"], "False");
+            assert_eq!(ready["reason"], "ReconcileError");
+            assert!(
+                ready["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("must be less than or equal to cpu limit"),
+                "{ready}"
+            );
+            assert_eq!(condition(s, "Reconciling")["status"], "True");
+            assert_eq!(
+                s["observedGeneration"], 1,
+                "unchanged: nothing of this generation was applied"
+            );
+            reply_status(status);
+            let event = expect_event(&mut server, "Warning", "ReconcileError").await;
+            assert!(
+                event["note"].as_str().unwrap().contains("is invalid"),
+                "{event}"
+            );
+            server
+        },
+    )
+    .await;
+    assert_eq!(err.reason(), "ApplyDeploymentFailed");
+}
+
+#[tokio::test]
+async fn a_deployment_owned_by_someone_else_is_not_adopted() {
+    let (action, _) = run(md_from_yaml(SPEC), registry(Some("2"), false), |mut server| async move {
+        let get = server.expect(Method::GET, DEPLOYMENT).await;
+        get.reply(StatusCode::OK, &json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "iris", "namespace": "ml",
+                         "ownerReferences": [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "iris", "uid": "other", "controller": true}]},
+            "spec": {"selector": {}, "template": {}}
+        }));
+        let status = server.expect(Method::PATCH, STATUS).await;
+        let ready = condition(&status.body["status"], "Ready").clone();
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["reason"], "NotOwned");
+        assert!(ready["message"].as_str().unwrap().contains("controlled by Rollout iris"), "{ready}");
+        assert_eq!(condition(&status.body["status"], "Stalled")["status"], "True");
+        reply_status(status);
+        expect_event(&mut server, "Warning", "NotOwned").await;
+        // No apply follows: the script ends here.
+        server
+    })
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn autoscaling_creates_an_hpa_and_a_pdb_and_leaves_replicas_to_the_hpa() {
+    let md = md_from_yaml(&format!(
+        "{SPEC}\nautoscaling: {{minReplicas: 2, maxReplicas: 5, targetCpuUtilizationPercentage: 70}}"
+    ));
+    run(md, registry(Some("2"), false), |mut server| async move {
+        server.expect(Method::GET, DEPLOYMENT).await.not_found();
+        server.expect(Method::GET, SERVICE).await.not_found();
+        let deployment = server.expect(Method::PATCH, DEPLOYMENT).await;
+        assert!(
+            deployment.body["spec"].get("replicas").is_none(),
+            "the HPA owns replicas: {}",
+            deployment.body["spec"]
+        );
+        let reply = applied(&deployment, 1, Value::Null);
+        deployment.reply(StatusCode::OK, &reply);
+        server.expect(Method::PATCH, SERVICE).await.echo();
+        let hpa = server
+            .expect(
+                Method::PATCH,
+                "/apis/autoscaling/v2/namespaces/ml/horizontalpodautoscalers/iris",
+            )
+            .await;
+        hpa.assert_apply();
+        let spec = &hpa.body["spec"];
+        assert_eq!(spec["scaleTargetRef"]["name"], "iris");
+        assert_eq!(
+            (spec["minReplicas"].as_i64(), spec["maxReplicas"].as_i64()),
+            (Some(2), Some(5))
+        );
+        assert_eq!(
+            spec["metrics"][0]["resource"]["target"]["averageUtilization"],
+            70
+        );
+        hpa.echo();
+        let pdb = server
+            .expect(
+                Method::PATCH,
+                "/apis/policy/v1/namespaces/ml/poddisruptionbudgets/iris",
+            )
+            .await;
+        assert_eq!(pdb.body["spec"]["maxUnavailable"], 1);
+        pdb.echo();
+        reply_status(server.expect(Method::PATCH, STATUS).await);
+        expect_event(&mut server, "Normal", "RollingOut").await;
+        server
+    })
+    .await;
 }

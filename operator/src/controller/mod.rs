@@ -34,6 +34,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use mooring_crds::ModelDeployment;
+use mooring_crds::model_deployment::{
+    RETRY_ANNOTATION, ROLLBACK_REQUEST_ANNOTATION, RollbackRequest,
+};
 
 use crate::metrics::Metrics;
 use fetch::Connector;
@@ -90,7 +93,19 @@ pub struct Context {
     pub clock: Arc<dyn Fn() -> Time + Send + Sync>,
     /// Consecutive transient failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// One registry client per (registry, credentials), kept across reconciles: its HTTP
+    /// connection pool with it.
+    registries: Mutex<HashMap<RegistryKey, Arc<dyn mooring_registry::Registry>>>,
 }
+
+/// What tells two registry clients apart.
+type RegistryKey = (String, Option<String>, Option<String>, Option<String>);
+
+/// Per call to the registry (each attempt), and the operator's retries: a hung registry
+/// holds a reconcile for at most `REGISTRY_DEADLINE`.
+const REGISTRY_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const REGISTRY_RETRIES: u32 = 2;
+pub const REGISTRY_DEADLINE: Duration = Duration::from_secs(40);
 
 impl Context {
     pub fn new(
@@ -111,6 +126,7 @@ impl Context {
             default_image,
             clock: Arc::new(|| Time(jiff::Timestamp::now())),
             failures: Mutex::new(HashMap::new()),
+            registries: Mutex::new(HashMap::new()),
         }
     }
 
@@ -127,6 +143,33 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+    }
+
+    /// The registry client for `config`, made once per (registry, credentials).
+    pub fn registry(
+        &self,
+        config: &mooring_registry::RegistryConfig,
+    ) -> mooring_registry::Result<Arc<dyn mooring_registry::Registry>> {
+        let key = (
+            config.location.clone(),
+            config.token.clone(),
+            config.username.clone(),
+            config.password.clone(),
+        );
+        let mut registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(registry) = registries.get(&key) {
+            return Ok(registry.clone());
+        }
+        let mut config = config.clone();
+        config.request_timeout = REGISTRY_REQUEST_TIMEOUT;
+        config.max_retries = REGISTRY_RETRIES;
+        let registry = self.connector.connect(&config)?;
+        // Credentials rotate: keep a bounded number of clients.
+        if registries.len() >= 64 {
+            registries.clear();
+        }
+        registries.insert(key, registry.clone());
+        Ok(registry)
     }
 }
 
@@ -160,6 +203,36 @@ pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) 
     Action::requeue(delay)
 }
 
+/// Ask the registry, within [`REGISTRY_DEADLINE`].
+async fn lookup(
+    registry: &Arc<dyn mooring_registry::Registry>,
+    model: &mooring_registry::ModelRef,
+) -> Lookup {
+    tokio::time::timeout(REGISTRY_DEADLINE, resolve::lookup(registry, model))
+        .await
+        .unwrap_or_else(|_| {
+            Lookup::Unreachable(format!("no answer within {}s", REGISTRY_DEADLINE.as_secs()))
+        })
+}
+
+/// The pin context of `md`: its pod-template digest and the annotations that act on pins.
+fn pin_context(md: &ModelDeployment, now: &Time) -> resolve::PinContext {
+    let annotation = |key: &str| md.annotations().get(key).cloned();
+    let rollback_request = annotation(ROLLBACK_REQUEST_ANNOTATION).and_then(|json| {
+        serde_json::from_str::<RollbackRequest>(&json)
+            .inspect_err(|err| {
+                tracing::warn!(name = %md.name_any(), error = %err, "ignoring an unreadable rollback request");
+            })
+            .ok()
+    });
+    resolve::PinContext {
+        template_hash: children::template_hash(&md.spec),
+        retry: annotation(RETRY_ANNOTATION),
+        rollback_request,
+        now: Some(now.clone()),
+    }
+}
+
 async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let name = md.name_any();
     let namespace = md
@@ -168,6 +241,7 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
     // Being deleted: the garbage collector removes the children through their owner
     // references; applying them again would only race it.
     if md.metadata.deletion_timestamp.is_some() {
+        ctx.metrics.forget(&namespace, &name);
         return Ok(Action::await_change());
     }
     let key = object_key(md);
@@ -176,11 +250,13 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
     let old = md.status.clone().unwrap_or_default();
     let now = (ctx.clock)();
     let endpoints = children::endpoints(&name, &namespace);
+    let template_hash = children::template_hash(&md.spec);
     let base = |step| status::Inputs {
         generation: md.metadata.generation,
         now: now.clone(),
         auto_rollback: md.spec.rollout.auto_rollback,
         endpoints: endpoints.clone(),
+        template_hash: template_hash.clone(),
         step,
     };
 
@@ -194,7 +270,7 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
     };
 
     // validate
-    let valid = match validate::validate(&md.spec) {
+    let valid = match validate::validate_resource(md) {
         Ok(valid) => valid,
         Err(err) => {
             finish(md, ctx, &mds, &old, invalid(err.reason(), err.to_string())).await?;
@@ -210,14 +286,15 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
             finish(md, ctx, &mds, &old, invalid(err.reason(), err.to_string())).await?;
             return Ok(Action::requeue(MISSING_SECRET_RETRY));
         }
-        Err(err) => return Err(err.into()),
+        Err(err) => return fail(md, ctx, &mds, &old, &base, err.into()).await,
     };
 
     // resolve
     let target = &valid.target;
-    let registry = ctx.connector.connect(&config);
+    let pins = pin_context(md, &now);
+    let registry = ctx.registry(&config);
     let spec_lookup = match &registry {
-        Ok(registry) => resolve::lookup(registry, &target.model_ref()).await,
+        Ok(registry) => lookup(registry, &target.model_ref()).await,
         Err(err) if err.is_transient() => Lookup::Unreachable(err.to_string()),
         Err(err) => Lookup::Rejected {
             reason: err.reason(),
@@ -230,9 +307,12 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
         }
         _ => None,
     };
-    let pin_lookup = match (&old.rollback_pin, &registry) {
-        (Some(pin), Ok(registry)) if resolve::pin_holds(pin, target, alias_version) => Some(
-            resolve::lookup(
+    let pin_lookup = match (
+        resolve::pin_in_force(target, alias_version, &old, &pins),
+        &registry,
+    ) {
+        (Some(pin), Ok(registry)) => Some(
+            lookup(
                 registry,
                 &mooring_registry::ModelRef::version(target.name(), &pin.version),
             )
@@ -240,7 +320,7 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
         ),
         _ => None,
     };
-    let decision = resolve::decide(target, &old, &spec_lookup, pin_lookup.as_ref());
+    let decision = resolve::decide(target, &old, &spec_lookup, pin_lookup.as_ref(), &pins);
     if let Err((reason, _)) = &decision.registry {
         ctx.metrics
             .errors
@@ -255,10 +335,27 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
             let owner = md
                 .controller_owner_ref(&())
                 .ok_or_else(|| Error::NotNamespaced(name.clone()))?;
+            let apis = apply::ChildApis::namespaced(&client, &namespace);
+            // Never adopt what another controller (or a person) made under the same name.
+            if old.version.is_none() {
+                let uid = md.metadata.uid.clone().unwrap_or_default();
+                match apply::foreign_children(&apis, &name, &uid).await {
+                    Ok(Some(message)) => {
+                        finish(md, ctx, &mds, &old, invalid("NotOwned", message)).await?;
+                        return Ok(Action::requeue(MISSING_SECRET_RETRY));
+                    }
+                    Ok(None) => {}
+                    Err(err) => return fail(md, ctx, &mds, &old, &base, err.into()).await,
+                }
+            }
             let desired = children::build(md, owner, &valid, version, &ctx.default_image);
-            let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-            let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-            let deployment = apply::children(&deployments, &services, &desired).await?;
+            // Children the spec no longer asks for are deleted only after a spec change.
+            let spec_changed = old.observed_generation.is_some()
+                && md.metadata.generation != old.observed_generation;
+            let deployment = match apply::children(&apis, &desired, spec_changed).await {
+                Ok(deployment) => deployment,
+                Err(err) => return fail(md, ctx, &mds, &old, &base, err.into()).await,
+            };
             let mut observation = rollout::observe(&deployment, &[]);
             let seen = deployment
                 .status
@@ -270,7 +367,10 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
                 && observation.replicas.updated > 0
             {
                 let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-                let pods = apply::pods_of_version(&pods, &name, &version.version).await?;
+                let pods = match apply::pods_of_version(&pods, &name, &version.version).await {
+                    Ok(pods) => pods,
+                    Err(err) => return fail(md, ctx, &mds, &old, &base, err.into()).await,
+                };
                 observation = rollout::observe(&deployment, &pods);
             }
             ctx.metrics
@@ -291,7 +391,7 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
         observation.as_ref().map(|o| &o.rollout),
         Some(Rollout::Progressing)
     );
-    let pinned_by_rollback = new.rollback_pin.is_some() && old.rollback_pin.is_none();
+    let pin_changed = new.rollback_pin != old.rollback_pin;
     finish(md, ctx, &mds, &old, new).await?;
 
     let resolve_every = Duration::from_secs(md.spec.rollout.resolve_interval_seconds.max(5) as u64);
@@ -299,14 +399,36 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
         return Ok(Action::requeue(ctx.backoff(&key).min(resolve_every)));
     }
     ctx.reset_backoff(&key);
-    Ok(if pinned_by_rollback {
-        // Apply the rollback at once.
+    Ok(if pin_changed {
+        // Apply the rollback (or the retry) at once.
         Action::requeue(Duration::from_millis(100))
     } else if rolling {
         Action::requeue(ROLLOUT_RECHECK.min(resolve_every))
     } else {
         Action::requeue(resolve_every)
     })
+}
+
+/// A failed call to the API server: the user sees it (`Ready=False`, reason
+/// `ReconcileError`, the server's message, a Warning Event), and it is retried with backoff.
+async fn fail<'a>(
+    md: &ModelDeployment,
+    ctx: &Context,
+    mds: &Api<ModelDeployment>,
+    old: &mooring_crds::ModelDeploymentStatus,
+    base: &impl Fn(status::Step<'a>) -> status::Inputs<'a>,
+    err: Error,
+) -> Result<Action> {
+    let new = status::next(
+        old,
+        &base(status::Step::Failed {
+            message: err.to_string(),
+        }),
+    );
+    if let Err(status_err) = finish(md, ctx, mds, old, new).await {
+        tracing::warn!(error = %status_err, "could not report the failure in the status either");
+    }
+    Err(err)
 }
 
 /// Write the status if it changed and publish the Events of its transitions.
@@ -326,12 +448,49 @@ async fn finish(
     Ok(())
 }
 
+/// What a change of a ModelDeployment must wake the controller for: its spec (generation)
+/// and the annotations that act on rollback pins. Its own status writes do not.
+fn spec_and_annotations(md: &ModelDeployment) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    md.metadata.generation.hash(&mut h);
+    let annotations = md.annotations();
+    for key in [RETRY_ANNOTATION, ROLLBACK_REQUEST_ANNOTATION] {
+        annotations.get(key).hash(&mut h);
+    }
+    md.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+/// What a change of an owned Deployment must wake the controller for: what the rollout
+/// judgement reads (its generation, the replica counts, the conditions).
+fn rollout_state(d: &Deployment) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    d.metadata.generation.hash(&mut h);
+    if let Some(s) = &d.status {
+        (
+            s.observed_generation,
+            s.replicas,
+            s.ready_replicas,
+            s.updated_replicas,
+            s.available_replicas,
+        )
+            .hash(&mut h);
+        for c in s.conditions.iter().flatten() {
+            (&c.type_, &c.status, &c.reason).hash(&mut h);
+        }
+    }
+    Some(h.finish())
+}
+
 /// Run the controller until `shutdown` resolves. `namespace` limits it to one namespace.
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<&str>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    use kube::runtime::{WatchStreamExt, reflector, utils::PredicateConfig};
     let client = ctx.client.clone();
     let (mds, deployments, services) = match namespace {
         Some(ns) => (
@@ -348,8 +507,20 @@ pub async fn run(
     // Only our children: watching every Deployment of the cluster would cost memory for nothing.
     let children =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=mooring-operator");
-    let controller = Controller::new(mds, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    let (store, writer) = reflector::store();
+    // Status-only updates (ours, every reconcile) must not wake the controller again.
+    let trigger = reflector::reflector(
+        writer,
+        watcher(mds, watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(spec_and_annotations, PredicateConfig::default());
+    let owned_deployments = watcher(deployments, children.clone())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(rollout_state, PredicateConfig::default());
+    let controller = Controller::for_stream(trigger, store.clone());
     let metrics = ctx.metrics.clone();
     let sweeper = tokio::spawn(async move {
         let mut every = tokio::time::interval(METRICS_SWEEP);
@@ -362,7 +533,7 @@ pub async fn run(
         }
     });
     controller
-        .owns(deployments, children.clone())
+        .owns_stream(owned_deployments)
         .owns(services, children)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -17,6 +17,9 @@ use super::validate::ModelTarget;
 pub enum Step<'a> {
     /// The spec (or something it references) is wrong: nothing was applied.
     Invalid { reason: &'a str, message: String },
+    /// The API server refused or failed a write or read (422, 403, a webhook, a conflict, an
+    /// outage): the reconcile is retried with backoff; what runs is untouched.
+    Failed { message: String },
     /// The version in force was decided; `observation` is `None` when nothing was applied
     /// (registry unreachable, or no version to serve yet).
     Resolved {
@@ -26,6 +29,9 @@ pub enum Step<'a> {
     },
 }
 
+/// The condition reason of [`Step::Failed`].
+pub const RECONCILE_ERROR: &str = "ReconcileError";
+
 /// Everything the next status depends on besides the old status.
 #[derive(Clone, Debug)]
 pub struct Inputs<'a> {
@@ -33,25 +39,50 @@ pub struct Inputs<'a> {
     pub now: Time,
     pub auto_rollback: bool,
     pub endpoints: Endpoints,
+    /// [`super::children::template_hash`] of the spec, recorded in a new rollback pin.
+    pub template_hash: String,
     pub step: Step<'a>,
 }
 
 /// The next status.
 pub fn next(old: &ModelDeploymentStatus, inputs: &Inputs<'_>) -> ModelDeploymentStatus {
     let mut new = old.clone();
-    new.observed_generation = inputs.generation;
     let (generation, now) = (inputs.generation, &inputs.now);
-    let conds = &mut new.conditions;
+    let set = |conds: &mut Vec<_>, type_: &str, ok: bool, reason: &str, message: String| {
+        conditions::set(conds, type_, ok, reason, message, generation, now)
+    };
     match &inputs.step {
         Step::Invalid { reason, message } => {
-            conditions::set(
+            // Acted on: this generation cannot be applied until the user changes it.
+            new.observed_generation = generation;
+            let conds = &mut new.conditions;
+            set(conds, condition::READY, false, reason, message.clone());
+            set(conds, condition::STALLED, true, reason, message.clone());
+            set(conds, condition::RECONCILING, false, reason, String::new());
+        }
+        Step::Failed { message } => {
+            // Nothing was (fully) applied: observedGeneration stays where it was.
+            let conds = &mut new.conditions;
+            set(
                 conds,
                 condition::READY,
                 false,
-                reason,
+                RECONCILE_ERROR,
                 message.clone(),
-                generation,
-                now,
+            );
+            set(
+                conds,
+                condition::RECONCILING,
+                true,
+                RECONCILE_ERROR,
+                "retrying with backoff".into(),
+            );
+            set(
+                conds,
+                condition::STALLED,
+                false,
+                RECONCILE_ERROR,
+                String::new(),
             );
         }
         Step::Resolved {
@@ -59,41 +90,41 @@ pub fn next(old: &ModelDeploymentStatus, inputs: &Inputs<'_>) -> ModelDeployment
             decision,
             observation,
         } => {
+            let conds = &mut new.conditions;
             match &decision.registry {
                 Ok(()) => {
-                    let version = decision
-                        .alias_version
-                        .clone()
-                        .or_else(|| decision.version.as_ref().map(|v| v.version.clone()));
                     let message = format!(
                         "{} is version {}",
                         target.model_ref(),
-                        version.unwrap_or_default()
+                        decision.target_version.clone().unwrap_or_default()
                     );
-                    conditions::set(
+                    set(
                         conds,
                         condition::REGISTRY_REACHABLE,
                         true,
                         "Resolved",
                         message,
-                        generation,
-                        now,
                     );
                 }
                 Err((reason, message)) => {
                     let reachable = !decision.registry_unreachable;
-                    conditions::set(
+                    set(
                         conds,
                         condition::REGISTRY_REACHABLE,
                         reachable,
                         reason,
                         message.clone(),
-                        generation,
-                        now,
                     );
                 }
             }
             new.rollback_pin = decision.rollback_pin.clone();
+            new.target_version = decision.target_version.clone();
+            if decision.seen.retry.is_some() {
+                new.observed_retry = decision.seen.retry.clone();
+            }
+            if decision.seen.rollback_request.is_some() {
+                new.observed_rollback_request = decision.seen.rollback_request.clone();
+            }
             match (&decision.version, observation) {
                 (None, _) => {
                     let (reason, message) = decision
@@ -102,19 +133,26 @@ pub fn next(old: &ModelDeploymentStatus, inputs: &Inputs<'_>) -> ModelDeployment
                         .err()
                         .unwrap_or(("NoVersion", String::new()));
                     let message = format!("nothing to serve yet: {message}");
-                    conditions::set(
+                    // An outage passes by itself; a missing alias or version needs the user.
+                    let stalled = !decision.registry_unreachable;
+                    set(conds, condition::READY, false, reason, message.clone());
+                    set(conds, condition::STALLED, stalled, reason, message);
+                    set(
                         conds,
-                        condition::READY,
-                        false,
+                        condition::RECONCILING,
+                        !stalled,
                         reason,
-                        message,
-                        generation,
-                        now,
+                        "waiting for the registry".into(),
                     );
+                    if stalled {
+                        new.observed_generation = generation;
+                    }
                 }
-                // Nothing applied: what runs keeps running, the other conditions stand.
+                // Nothing applied: what runs keeps running, the other conditions stand, and
+                // this generation is not observed yet.
                 (Some(_), None) => {}
                 (Some(version), Some(obs)) => {
+                    new.observed_generation = generation;
                     new.version = Some(version.version.clone());
                     new.model_uri = version.uri.clone().or(new
                         .model_uri
@@ -126,14 +164,7 @@ pub fn next(old: &ModelDeploymentStatus, inputs: &Inputs<'_>) -> ModelDeployment
                     new.endpoints = Some(inputs.endpoints.clone());
                     record_rollout(&mut new, version, obs, now);
                     if let Rollout::Failed(message) = &obs.rollout {
-                        maybe_pin(
-                            &mut new,
-                            target,
-                            decision,
-                            message,
-                            inputs.auto_rollback,
-                            now,
-                        );
+                        maybe_pin(&mut new, target, decision, message, inputs, now);
                     }
                     rollout_conditions(&mut new, version, obs, generation, now);
                 }
@@ -193,13 +224,13 @@ fn maybe_pin(
     target: &ModelTarget,
     decision: &Decision,
     message: &str,
-    auto_rollback: bool,
+    inputs: &Inputs<'_>,
     now: &Time,
 ) {
     let ModelTarget::Alias { alias, .. } = target else {
         return;
     };
-    if !auto_rollback || decision.source != Source::Alias || status.rollback_pin.is_some() {
+    if !inputs.auto_rollback || decision.source != Source::Alias || status.rollback_pin.is_some() {
         return;
     }
     let Some(failed) = decision.version.as_ref().map(|v| v.version.clone()) else {
@@ -230,6 +261,7 @@ fn maybe_pin(
         reason: message.to_string(),
         since: now.clone(),
         request_id: None,
+        template_hash: Some(inputs.template_hash.clone()),
     });
 }
 
@@ -242,23 +274,97 @@ fn rollout_conditions(
 ) {
     let v = &version.version;
     let r = obs.replicas;
-    let conds = &mut status.conditions;
-    let (ready, reason) = match () {
-        _ if r.desired == 0 => (true, "ScaledToZero"),
-        _ if r.ready >= r.desired => (true, "Available"),
-        _ => (false, "ReplicasNotReady"),
+    let was_ready = status
+        .history
+        .last()
+        .is_some_and(|h| h.version == *v && h.ready_at.is_some());
+    let counts = format!("{}/{} replicas ready", r.ready, r.desired);
+    // (Ready, Reconciling, Stalled, reason, message): kstatus' three plus ours.
+    let (ready, reconciling, stalled, reason, message) = match (&status.rollback_pin, &obs.rollout)
+    {
+        (Some(pin), rollout) => (
+            false,
+            *rollout == Rollout::Progressing,
+            *rollout != Rollout::Progressing,
+            "RolledBack",
+            format!(
+                "version {} {} ({}); serving version {} until the alias moves past {}, the pod template changes or mooring.dev/retry is set",
+                pin.replaces_version,
+                match pin.set_by {
+                    mooring_crds::model_deployment::PinSource::AutoRollback => "failed",
+                    mooring_crds::model_deployment::PinSource::DriftMonitor => "drifted",
+                },
+                pin.reason,
+                pin.version,
+                pin.replaces_version
+            ),
+        ),
+        (None, Rollout::Failed(m)) => (
+            false,
+            false,
+            true,
+            "RolloutFailed",
+            format!("version {v}: {m}; no earlier version to roll back to"),
+        ),
+        (None, Rollout::Progressing) if was_ready => {
+            (false, true, false, "ReplicasNotReady", counts.clone())
+        }
+        (None, Rollout::Progressing) => (
+            false,
+            true,
+            false,
+            "RollingOut",
+            format!(
+                "rolling out version {v}: {}/{} updated, {counts}",
+                r.updated, r.desired
+            ),
+        ),
+        (None, Rollout::Complete) if r.desired == 0 => {
+            (true, false, false, "ScaledToZero", counts.clone())
+        }
+        (None, Rollout::Complete) => (
+            true,
+            false,
+            false,
+            "Available",
+            format!("version {v}: {counts}"),
+        ),
     };
-    let message = format!("{}/{} replicas ready", r.ready, r.desired);
-    conditions::set(
-        conds,
-        condition::READY,
-        ready,
-        reason,
-        message,
-        generation,
-        now,
+    let mut set = |type_: &str, ok: bool, reason: &str, message: String| {
+        conditions::set(
+            &mut status.conditions,
+            type_,
+            ok,
+            reason,
+            message,
+            generation,
+            now,
+        )
+    };
+    set(condition::READY, ready, reason, message.clone());
+    let reconciling_reason = if reconciling { reason } else { "Reconciled" };
+    set(
+        condition::RECONCILING,
+        reconciling,
+        reconciling_reason,
+        if reconciling {
+            message.clone()
+        } else {
+            String::new()
+        },
     );
-    let (progressing, reason, message) = match &obs.rollout {
+    let stalled_reason = if stalled { reason } else { "AsExpected" };
+    set(
+        condition::STALLED,
+        stalled,
+        stalled_reason,
+        if stalled {
+            message.clone()
+        } else {
+            String::new()
+        },
+    );
+    let (progressing, p_reason, p_message) = match &obs.rollout {
         Rollout::Progressing => (
             true,
             "RollingOut",
@@ -274,39 +380,13 @@ fn rollout_conditions(
         ),
         Rollout::Failed(m) => (false, "RolloutFailed", format!("version {v}: {m}")),
     };
-    conditions::set(
-        conds,
-        condition::PROGRESSING,
-        progressing,
-        reason,
-        message,
-        generation,
-        now,
-    );
-    let (degraded, reason, message) = match (&status.rollback_pin, &obs.rollout) {
-        (Some(pin), _) => (
-            true,
-            "RolledBack",
-            format!(
-                "version {} failed ({}); serving version {} until the alias moves past {}",
-                pin.replaces_version, pin.reason, pin.version, pin.replaces_version
-            ),
-        ),
-        (None, Rollout::Failed(m)) => (
-            true,
-            "RolloutFailed",
-            format!("version {v}: {m}; no earlier version to roll back to"),
-        ),
-        (None, _) => (false, "AsExpected", String::new()),
-    };
-    conditions::set(
-        conds,
+    set(condition::PROGRESSING, progressing, p_reason, p_message);
+    let degraded = matches!(reason, "RolledBack" | "RolloutFailed");
+    set(
         condition::DEGRADED,
         degraded,
-        reason,
-        message,
-        generation,
-        now,
+        if degraded { reason } else { "AsExpected" },
+        if degraded { message } else { String::new() },
     );
 }
 
@@ -322,17 +402,27 @@ pub enum Severity {
 pub struct Transition {
     pub severity: Severity,
     pub reason: String,
+    /// What was done, with the version it concerns (`RollOut/2`): kube's event recorder
+    /// folds Events with the same reason and action into one series, so a rollback to 1
+    /// must not share them with the rollout of 1 before it.
+    pub action: String,
     pub note: String,
 }
+
+/// Ready reasons told by the rollout and pin Events already, or routine: no Event of
+/// their own (a brand-new ModelDeployment whose pods are starting is not a warning).
+const READY_REASONS_TOLD_ELSEWHERE: [&str; 4] =
+    ["RollingOut", "RolledBack", "RolloutFailed", "Available"];
 
 /// The Events the change from `old` to `new` deserves: one per transition, none when
 /// nothing changed (so a steady resource emits nothing).
 pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<Transition> {
     let mut out = Vec::new();
-    let mut push = |severity, reason: &str, note: String| {
+    let mut push = |severity, reason: &str, action: String, note: String| {
         out.push(Transition {
             severity,
             reason: reason.into(),
+            action,
             note,
         })
     };
@@ -349,6 +439,7 @@ pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> 
             push(
                 Severity::Normal,
                 "RollingOut",
+                format!("RollOut/{}", n.version),
                 format!("rolling out version {}{from}", n.version),
             );
         }
@@ -358,11 +449,13 @@ pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> 
                 RolloutOutcome::Ready => push(
                     Severity::Normal,
                     "RolloutComplete",
+                    format!("RollOut/{}", n.version),
                     format!("version {} is ready", n.version),
                 ),
                 RolloutOutcome::Failed => push(
                     Severity::Warning,
                     "RolloutFailed",
+                    format!("RollOut/{}", n.version),
                     format!(
                         "version {}: {}",
                         n.version,
@@ -377,16 +470,25 @@ pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> 
         (old_pin, Some(pin)) if old_pin.as_ref() != Some(pin) => push(
             Severity::Warning,
             "RolledBack",
+            format!("RollBack/{}", pin.version),
             format!(
-                "rolled back to version {}: version {} failed ({})",
-                pin.version, pin.replaces_version, pin.reason
+                "rolled back to version {}: version {} {} ({})",
+                pin.version,
+                pin.replaces_version,
+                match pin.set_by {
+                    mooring_crds::model_deployment::PinSource::AutoRollback => "failed",
+                    mooring_crds::model_deployment::PinSource::DriftMonitor =>
+                        "drifted, by DriftMonitor request",
+                },
+                pin.reason
             ),
         ),
         (Some(pin), None) => push(
             Severity::Normal,
             "RollbackPinCleared",
+            format!("ClearPin/{}", pin.version),
             format!(
-                "the spec or alias moved past version {}; the rollback pin to {} is cleared",
+                "the alias, the pod template or mooring.dev/retry moved past version {}; the rollback pin to {} is cleared",
                 pin.replaces_version, pin.version
             ),
         ),
@@ -407,6 +509,11 @@ pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> 
         if after.status == "True" && before.is_none() {
             continue;
         }
+        if type_ == condition::READY
+            && READY_REASONS_TOLD_ELSEWHERE.contains(&after.reason.as_str())
+        {
+            continue;
+        }
         let severity = if after.status == "True" {
             Severity::Normal
         } else {
@@ -417,7 +524,12 @@ pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> 
         } else {
             after.reason.clone()
         };
-        push(severity, &reason, after.message.clone());
+        push(
+            severity,
+            &reason,
+            format!("{type_}/{}", after.status),
+            after.message.clone(),
+        );
     }
     out
 }
@@ -450,6 +562,8 @@ mod tests {
             registry: Ok(()),
             registry_unreachable: false,
             alias_version: Some(v.into()),
+            target_version: Some(v.into()),
+            seen: Default::default(),
         }
     }
     fn obs(rollout: Rollout) -> Observation {
@@ -474,6 +588,7 @@ mod tests {
             now: at(t),
             auto_rollback: true,
             endpoints: Endpoints::default(),
+            template_hash: "t1".into(),
             step: Step::Resolved {
                 target: &target,
                 decision: d,
@@ -609,12 +724,14 @@ mod tests {
             &s1,
             &Lookup::Unreachable("connection refused".into()),
             None,
+            &crate::controller::resolve::PinContext::default(),
         );
         let inputs = Inputs {
             generation: Some(1),
             now: at(20),
             auto_rollback: true,
             endpoints: Endpoints::default(),
+            template_hash: "t1".into(),
             step: Step::Resolved {
                 target: &target,
                 decision: &d,

@@ -1,9 +1,12 @@
 //! Validate a ModelDeployment's spec (pure): turn what the user wrote into what the controller
 //! needs, or say exactly which field to fix.
 
+use mooring_crds::ModelDeployment;
 use mooring_crds::model_deployment::ModelDeploymentSpec;
 use mooring_crds::{LocalRegistrySpec, MlflowRegistrySpec, SecretKeyRef, SecretRef};
 use mooring_registry::{ModelRef, validate_alias};
+
+use super::children;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -44,6 +47,24 @@ pub enum Error {
     InvalidSampleRate(f64),
     #[error("spec.predictionLog.sink {0:?}: must start with file:/// or s3://")]
     InvalidSink(String),
+    #[error(
+        "spec.predictionLog.volume: a file:// sink needs a volume at its path (the pods' root filesystem is read-only): set volume.persistentVolumeClaim, or log to s3://"
+    )]
+    SinkWithoutVolume,
+    #[error(
+        "metadata.name {0:?}: must be a DNS-1035 label (at most 63 lower-case letters, digits and '-', starting with a letter) to name the Service"
+    )]
+    InvalidName(String),
+    #[error("spec.env[{index}].name {name:?}: {problem}")]
+    InvalidEnv {
+        index: usize,
+        name: String,
+        problem: &'static str,
+    },
+    #[error("spec.podLabels {key:?}: {problem}")]
+    InvalidPodLabel { key: String, problem: &'static str },
+    #[error("spec.autoscaling: {0}")]
+    InvalidAutoscaling(&'static str),
 }
 
 impl Error {
@@ -61,7 +82,13 @@ impl Error {
             Error::NegativeReplicas(_)
             | Error::ResolveIntervalTooShort(_)
             | Error::ProgressDeadlineTooShort(_) => "InvalidRollout",
-            Error::InvalidSampleRate(_) | Error::InvalidSink(_) => "InvalidPredictionLog",
+            Error::InvalidSampleRate(_) | Error::InvalidSink(_) | Error::SinkWithoutVolume => {
+                "InvalidPredictionLog"
+            }
+            Error::InvalidName(_) => "InvalidName",
+            Error::InvalidEnv { .. } => "InvalidEnv",
+            Error::InvalidPodLabel { .. } => "InvalidPodLabel",
+            Error::InvalidAutoscaling(_) => "InvalidAutoscaling",
         }
     }
 }
@@ -127,6 +154,66 @@ impl RegistryTarget {
 pub struct ValidSpec {
     pub target: ModelTarget,
     pub registry: RegistryTarget,
+}
+
+/// Environment variables the operator sets itself in the inference-server container: the
+/// spec must not set them too (the API server would reject the duplicate, or one would
+/// silently win). `MOORING_LOG_FORMAT` is not among them: the spec may override it.
+pub const RESERVED_ENV: [&str; 5] = [
+    children::TOKEN_ENV,
+    children::USERNAME_ENV,
+    children::PASSWORD_ENV,
+    children::PREDICTION_LOG_ENV,
+    children::PREDICTION_LOG_SAMPLE_RATE_ENV,
+];
+
+/// Validate a whole ModelDeployment: its name (which names its Service) and its spec.
+pub fn validate_resource(md: &ModelDeployment) -> Result<ValidSpec> {
+    let name = md.metadata.name.as_deref().unwrap_or_default();
+    if !is_dns1035_label(name) {
+        return Err(Error::InvalidName(name.to_string()));
+    }
+    validate(&md.spec)
+}
+
+/// A DNS-1035 label, as a Service name must be.
+pub fn is_dns1035_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// An environment variable name the API server accepts (a C identifier, or more loosely
+/// printable ASCII without `=`; the C form is what every shell and the server read).
+fn env_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("must not be empty");
+    }
+    if name.contains('=') || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some("must be printable ASCII without '=' or spaces");
+    }
+    None
+}
+
+/// Label keys: an optional DNS-subdomain prefix and a `/`, then a name of ≤ 63 characters.
+fn label_key_problem(key: &str) -> Option<&'static str> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if name.is_empty() || !children::is_label_value(name) {
+        return Some(
+            "not a valid label key (at most 63 of [A-Za-z0-9._-], alphanumeric at both ends)",
+        );
+    }
+    if prefix.is_some_and(|p| p.is_empty() || p.len() > 253) {
+        return Some("the prefix before '/' must be a DNS subdomain");
+    }
+    None
 }
 
 /// Check everything the schema cannot (or an old API server did not) enforce.
@@ -216,6 +303,54 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec> {
         }
         if !(log.sink.starts_with("file:///") || log.sink.starts_with("s3://")) {
             return Err(Error::InvalidSink(log.sink.clone()));
+        }
+        if log.sink.starts_with("file:///") && log.volume.is_none() {
+            return Err(Error::SinkWithoutVolume);
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, env) in spec.env.iter().enumerate() {
+        let problem = env_name_problem(&env.name)
+            .or_else(|| {
+                RESERVED_ENV.contains(&env.name.as_str()).then_some(
+                    "set by the operator itself (from spec.registry or spec.predictionLog)",
+                )
+            })
+            .or_else(|| (!seen.insert(env.name.as_str())).then_some("set twice"));
+        if let Some(problem) = problem {
+            return Err(Error::InvalidEnv {
+                index,
+                name: env.name.clone(),
+                problem,
+            });
+        }
+    }
+    for (key, value) in &spec.pod.pod_labels {
+        let problem = label_key_problem(key)
+            .or_else(|| {
+                (!children::is_label_value(value))
+                    .then_some("its value is not a valid label value (at most 63 of [A-Za-z0-9._-], alphanumeric at both ends)")
+            })
+            .or_else(|| {
+                children::selector_labels("")
+                    .contains_key(key)
+                    .then_some("is one of the operator's selector labels")
+            });
+        if let Some(problem) = problem {
+            return Err(Error::InvalidPodLabel {
+                key: key.clone(),
+                problem,
+            });
+        }
+    }
+    if let Some(a) = &spec.autoscaling {
+        if a.min_replicas < 1 {
+            return Err(Error::InvalidAutoscaling("minReplicas must be at least 1"));
+        }
+        if a.min_replicas > a.max_replicas {
+            return Err(Error::InvalidAutoscaling(
+                "minReplicas must not exceed maxReplicas",
+            ));
         }
     }
     Ok(ValidSpec { target, registry })
@@ -353,5 +488,74 @@ mod tests {
             let err = validate(&spec_from_yaml(yaml)).unwrap_err();
             assert!(err.to_string().contains(field), "{yaml}: {err}");
         }
+    }
+
+    #[test]
+    fn what_the_api_server_would_reject_is_refused_up_front() {
+        const BASE: &str = "model: {name: i, alias: p}\nregistry: {local: {path: /m}}\n";
+        let cases = [
+            (
+                "env: [{name: A, value: '1'}, {name: A, value: '2'}]",
+                "spec.env[1].name \"A\": set twice",
+            ),
+            (
+                "env: [{name: MOORING_REGISTRY_TOKEN, value: x}]",
+                "spec.env[0].name \"MOORING_REGISTRY_TOKEN\": set by the operator",
+            ),
+            (
+                "env: [{name: MOORING_PREDICTION_LOG, value: x}]",
+                "spec.env[0]",
+            ),
+            ("env: [{name: 'A B', value: x}]", "spec.env[0].name"),
+            ("env: [{name: '', value: x}]", "spec.env[0].name"),
+            ("podLabels: {team: 'a b'}", "spec.podLabels \"team\""),
+            ("podLabels: {'bad key!': x}", "spec.podLabels \"bad key!\""),
+            (
+                "podLabels: {app.kubernetes.io/instance: other}",
+                "selector labels",
+            ),
+            (
+                "predictionLog: {sink: 'file:///var/log/mooring'}",
+                "spec.predictionLog.volume",
+            ),
+            (
+                "autoscaling: {minReplicas: 3, maxReplicas: 2}",
+                "spec.autoscaling",
+            ),
+        ];
+        for (yaml, expected) in cases {
+            let err = validate(&spec_from_yaml(&format!("{BASE}{yaml}"))).unwrap_err();
+            assert!(err.to_string().contains(expected), "{yaml}: {err}");
+        }
+        // Overriding the log format is allowed; a file sink with a volume is fine.
+        validate(&spec_from_yaml(&format!(
+            "{BASE}env: [{{name: MOORING_LOG_FORMAT, value: pretty}}]\npredictionLog: {{sink: 'file:///var/log/m', volume: {{persistentVolumeClaim: logs}}}}"
+        )))
+        .unwrap();
+    }
+
+    #[test]
+    fn the_name_must_be_a_dns_1035_label() {
+        for good in ["iris", "a", "iris-v2", &"a".repeat(63)] {
+            assert!(is_dns1035_label(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Iris",
+            "1iris",
+            "iris-",
+            "ir_is",
+            "iris.ml",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_dns1035_label(bad), "{bad}");
+        }
+        let mut md = crate::controller::fixtures::md_from_yaml(
+            "model: {name: i, alias: p}\nregistry: {local: {path: /m}}",
+        );
+        md.metadata.name = Some("x".repeat(64));
+        let err = validate_resource(&md).unwrap_err();
+        assert_eq!(err.reason(), "InvalidName");
+        assert!(err.to_string().contains("metadata.name"), "{err}");
     }
 }
