@@ -1,7 +1,6 @@
 //! The metrics and probe server: `/metrics`, `/healthz`, `/readyz`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -10,22 +9,34 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::metrics::Metrics;
+use crate::process::{Health, Role};
 
 /// What the probe server reads.
 #[derive(Clone)]
 pub struct AppState {
     pub metrics: Metrics,
-    /// Set once the API server answered; standby replicas are ready too (they are healthy,
-    /// just not leading), so a rolling update of the operator never stalls.
-    pub ready: Arc<AtomicBool>,
+    /// Standby replicas are ready too (they are healthy, just not leading), so a rolling
+    /// update of the operator never stalls.
+    pub health: Arc<Health>,
 }
 
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.health.alive() {
+        (StatusCode::OK, "ok")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not alive: the controllers have stopped",
+        )
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -36,13 +47,14 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
-        (
+    match (state.health.ready(), state.health.role()) {
+        (true, Role::Leading) => (StatusCode::OK, "ready: leading"),
+        (true, _) => (StatusCode::OK, "ready: standing by"),
+        (false, Role::Stopped) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: stopped"),
+        (false, _) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the Kubernetes API has not answered yet",
-        )
+        ),
     }
 }
 
@@ -68,7 +80,7 @@ mod tests {
     async fn probes_and_metrics() {
         let state = AppState {
             metrics: Metrics::new().unwrap(),
-            ready: Arc::new(AtomicBool::new(false)),
+            health: Arc::new(Health::default()),
         };
         state
             .metrics
@@ -81,10 +93,24 @@ mod tests {
             get_path(app.clone(), "/readyz").await.0,
             StatusCode::SERVICE_UNAVAILABLE
         );
-        state.ready.store(true, Ordering::Relaxed);
-        assert_eq!(get_path(app.clone(), "/readyz").await.0, StatusCode::OK);
+        state.health.set_api_reachable();
+        state.health.set_role(Role::Standby);
+        assert_eq!(
+            get_path(app.clone(), "/readyz").await.1,
+            "ready: standing by"
+        );
+        state.health.set_role(Role::Leading);
+        state.metrics.leader.set(1);
+        assert_eq!(get_path(app.clone(), "/readyz").await.1, "ready: leading");
+        state.health.set_role(Role::Stopped);
+        assert_eq!(
+            get_path(app.clone(), "/healthz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a replica whose controllers stopped is not alive"
+        );
         let (status, body) = get_path(app, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("mooring_operator_reconciles_total"), "{body}");
+        assert!(body.contains("mooring_operator_leader 1"), "{body}");
     }
 }

@@ -8,6 +8,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod pod;
+pub mod process;
 pub mod telemetry;
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
-//! `mooring-operator`: runs the ModelDeployment controller, behind a leader-election Lease,
-//! with a metrics and probe server, until SIGTERM or Ctrl-C.
+//! `mooring-operator`: runs the controllers behind a leader-election Lease, with a metrics
+//! and probe server, until SIGTERM or Ctrl-C — or until it loses the Lease, when it exits
+//! non-zero at once so Kubernetes restarts it as a fresh candidate.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -11,27 +11,33 @@ use clap::Parser;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use mooring_operator::config::Cli;
-use mooring_operator::controller::{self, Context, fetch::RegistryConnector};
+use mooring_operator::controller::{Context, fetch::RegistryConnector};
 use mooring_operator::http::{AppState, app};
-use mooring_operator::leader::{self, LeaseLock};
+use mooring_operator::leader::LeaseLock;
 use mooring_operator::metrics::Metrics;
+use mooring_operator::process::{self, Exit, Health};
 use mooring_operator::telemetry;
 use tokio::sync::watch;
+
+/// How long the probe server may take to finish its answers once the process stops.
+const PROBE_SERVER_DRAIN: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format, &cli.log_level)?;
     let metrics = Metrics::new()?;
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::default());
 
-    // One shutdown signal for the probe server, the leader loop and the controller.
+    // One shutdown signal for the leader loop and the controllers.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(true);
     });
+    // The probe server stops after the controllers, whatever stopped them.
+    let (server_stop_tx, server_stop_rx) = watch::channel(false);
 
     let listener = tokio::net::TcpListener::bind(cli.metrics_addr)
         .await
@@ -42,10 +48,10 @@ async fn main() -> anyhow::Result<()> {
         listener,
         app(AppState {
             metrics: metrics.clone(),
-            ready: ready.clone(),
+            health: health.clone(),
         }),
     )
-    .with_graceful_shutdown(wait(shutdown_rx.clone()));
+    .with_graceful_shutdown(process::wait(server_stop_rx));
     let server = tokio::spawn(async move { server.await });
 
     mooring_operator::install_crypto_provider();
@@ -57,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("the Kubernetes API server does not answer")?;
     tracing::info!(version = %version.git_version, "connected to the API server");
-    ready.store(true, Ordering::Relaxed);
+    health.set_api_reachable();
 
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -65,47 +71,28 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         cli.default_image.clone(),
     ));
-    let lost_leadership = if cli.leader_election {
-        let lock = LeaseLock::new(
+    let election = cli.leader_election.then(|| {
+        LeaseLock::new(
             Api::<Lease>::namespaced(client, &cli.lease_namespace),
             &cli.lease_name,
             cli.identity(),
             Duration::from_secs(cli.lease_duration_seconds),
-        );
-        if !leader::acquire(&lock, shutdown_rx.clone()).await {
-            return Ok(());
-        }
-        // The controller stops when the process shuts down or leadership is lost.
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let controller = tokio::spawn({
-            let namespace = cli.namespace.clone();
-            async move { controller::run(ctx, namespace.as_deref(), wait(stop_rx)).await }
-        });
-        let lost = leader::hold(&lock, shutdown_rx.clone()).await;
-        let _ = stop_tx.send(true);
-        let _ = controller.await;
-        if !lost && let Err(err) = lock.release().await {
-            tracing::warn!(error = %err, "could not release the lease");
-        }
-        lost
-    } else {
-        controller::run(ctx, cli.namespace.as_deref(), wait(shutdown_rx.clone())).await;
-        false
-    };
-    let _ = server.await;
-    if lost_leadership {
-        // Exit non-zero so Kubernetes restarts the pod as a fresh candidate.
-        anyhow::bail!("lost leadership");
-    }
-    Ok(())
-}
+        )
+    });
+    let exit = process::operate(ctx, cli.namespace.clone(), election, health, shutdown_rx).await;
 
-/// Resolves when the watch flips to `true` (or its sender is gone).
-async fn wait(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            return;
-        }
+    let _ = server_stop_tx.send(true);
+    if tokio::time::timeout(PROBE_SERVER_DRAIN, server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the probe server did not stop in time");
+    }
+    match exit {
+        Exit::Shutdown => Ok(()),
+        // Exit non-zero so Kubernetes restarts the pod as a fresh candidate.
+        Exit::LostLeadership => anyhow::bail!("lost leadership"),
+        Exit::ControllersStopped => anyhow::bail!("the controllers stopped"),
     }
 }
 
