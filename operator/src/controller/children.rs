@@ -791,4 +791,100 @@ mod tests {
             ("/models", Some(true))
         );
     }
+
+    #[test]
+    fn pod_options_labels_and_a_file_sink_volume_reach_the_pod() {
+        let c = build_for(
+            &format!(
+                "{BASIC}\nserviceAccountName: reader\nnodeSelector: {{pool: ml}}\npodLabels: {{team: fraud, app.kubernetes.io/component: other}}\npodAnnotations: {{sidecar.istio.io/inject: 'false'}}\npredictionLog: {{sink: 'file:///var/log/mooring', volume: {{persistentVolumeClaim: logs}}}}"
+            ),
+            "1",
+        );
+        let template = &c.deployment.spec.as_ref().unwrap().template;
+        let meta = template.metadata.as_ref().unwrap();
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels["team"], "fraud");
+        assert_eq!(
+            labels["app.kubernetes.io/component"], "model-server",
+            "the operator's own labels win"
+        );
+        assert_eq!(labels["app.kubernetes.io/name"], "inference-server");
+        assert_eq!(
+            meta.annotations.as_ref().unwrap()["sidecar.istio.io/inject"],
+            "false"
+        );
+        let pod = pod_spec(&c);
+        assert_eq!(pod.service_account_name.as_deref(), Some("reader"));
+        assert_eq!(pod.automount_service_account_token, Some(true));
+        assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "ml");
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "prediction-log")
+            .expect("the log volume");
+        assert_eq!(
+            volume.persistent_volume_claim.as_ref().unwrap().claim_name,
+            "logs"
+        );
+        let mount = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "prediction-log")
+            .unwrap();
+        assert_eq!(mount.mount_path, "/var/log/mooring");
+        assert!(pod.containers[0].lifecycle.is_some(), "preStop drain");
+    }
+
+    #[test]
+    fn no_token_and_fixed_replicas_without_autoscaling() {
+        let c = build_for(&format!("{BASIC}\nreplicas: 1"), "1");
+        assert_eq!(pod_spec(&c).automount_service_account_token, Some(false));
+        assert_eq!(c.deployment.spec.as_ref().unwrap().replicas, Some(1));
+        assert!(c.autoscaler.is_none() && c.disruption_budget.is_none());
+        let c = build_for(&format!("{BASIC}\nreplicas: 3"), "1");
+        assert!(c.disruption_budget.is_some(), "more than one replica");
+        let c = build_for(
+            &format!(
+                "{BASIC}\nautoscaling: {{minReplicas: 1, maxReplicas: 4, targetInFlightRequests: 8}}"
+            ),
+            "1",
+        );
+        assert_eq!(c.deployment.spec.as_ref().unwrap().replicas, None);
+        let metrics = c.autoscaler.unwrap().spec.unwrap().metrics.unwrap();
+        assert_eq!(metrics.len(), 1, "only the in-flight metric was asked for");
+        assert_eq!(
+            metrics[0].pods.as_ref().unwrap().metric.name,
+            "mooring_inference_requests_in_flight"
+        );
+    }
+
+    #[test]
+    fn the_template_hash_follows_what_runs_not_the_model() {
+        let spec =
+            |extra: &str| crate::controller::fixtures::spec_from_yaml(&format!("{BASIC}\n{extra}"));
+        let base = template_hash(&spec("replicas: 1"));
+        assert_eq!(
+            base,
+            template_hash(&spec("replicas: 5")),
+            "scale is not what runs"
+        );
+        assert_eq!(
+            base,
+            template_hash(&crate::controller::fixtures::spec_from_yaml(
+                "model: {name: iris, alias: staging}\nregistry: {local: {path: /models}}\nreplicas: 1"
+            )),
+            "nor is the model"
+        );
+        assert_ne!(
+            base,
+            template_hash(&spec("resources: {limits: {memory: 1Gi}}"))
+        );
+        assert_ne!(
+            base,
+            template_hash(&spec("env: [{name: RUST_LOG, value: debug}]"))
+        );
+        assert_ne!(base, template_hash(&spec("image: other:1")));
+    }
 }

@@ -19,7 +19,7 @@ pub async fn publish(recorder: &Recorder, md: &ModelDeployment, transitions: &[T
             reason: t.reason.clone(),
             // The API server caps the note at 1 kB.
             note: Some(t.note.chars().take(1000).collect()),
-            action: "Reconcile".into(),
+            action: t.action.clone(),
             secondary: None,
         };
         if let Err(err) = recorder.publish(&event, &reference).await {

@@ -747,3 +747,48 @@ async fn autoscaling_creates_an_hpa_and_a_pdb_and_leaves_replicas_to_the_hpa() {
     })
     .await;
 }
+
+/// Counts the registry clients made.
+struct CountingConnector(std::sync::atomic::AtomicUsize, Arc<FakeRegistry>);
+
+impl Connector for CountingConnector {
+    fn connect(&self, config: &RegistryConfig) -> mooring_registry::Result<Arc<dyn Registry>> {
+        assert!(
+            config.request_timeout <= Duration::from_secs(10) && config.max_retries <= 2,
+            "a hung registry must not hold a reconcile for minutes: {config:?}"
+        );
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(self.1.clone())
+    }
+}
+
+#[tokio::test]
+async fn one_registry_client_per_registry_and_credentials() {
+    let (client, _server) = mock_api::pair();
+    let connector = Arc::new(CountingConnector(0.into(), registry(Some("1"), false)));
+    let ctx = Context::new(
+        client,
+        connector.clone(),
+        Metrics::new().unwrap(),
+        IMAGE.into(),
+    );
+    let config = RegistryConfig::new("/models");
+    for _ in 0..3 {
+        ctx.registry(&config).unwrap();
+    }
+    assert_eq!(connector.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let mut with_token = RegistryConfig::new("/models");
+    with_token.token = Some("rotated".into());
+    ctx.registry(&with_token).unwrap();
+    assert_eq!(
+        connector.0.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "new credentials, new client"
+    );
+    // The reconcile-duration histogram covers slow reconciles.
+    ctx.metrics
+        .duration
+        .with_label_values(&["modeldeployment"])
+        .observe(30.0);
+    assert!(ctx.metrics.render().contains("le=\"120\""));
+}

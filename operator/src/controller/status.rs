@@ -430,6 +430,11 @@ pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> 
     if let Some(n) = new_last {
         let same_entry =
             old_last.is_some_and(|o| o.version == n.version && o.started_at == n.started_at);
+        // Rolling out the pinned version is the rollback itself.
+        let verb = match &new.rollback_pin {
+            Some(pin) if pin.version == n.version => "RollBack",
+            _ => "RollOut",
+        };
         if !same_entry {
             let from = old
                 .version
@@ -439,7 +444,7 @@ pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> 
             push(
                 Severity::Normal,
                 "RollingOut",
-                format!("RollOut/{}", n.version),
+                format!("{verb}/{}", n.version),
                 format!("rolling out version {}{from}", n.version),
             );
         }
@@ -449,7 +454,7 @@ pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> 
                 RolloutOutcome::Ready => push(
                     Severity::Normal,
                     "RolloutComplete",
-                    format!("RollOut/{}", n.version),
+                    format!("{verb}/{}", n.version),
                     format!("version {} is ready", n.version),
                 ),
                 RolloutOutcome::Failed => push(
@@ -752,5 +757,126 @@ mod tests {
                 .iter()
                 .any(|e| e.reason == "RegistryUnreachable" && e.severity == Severity::Warning)
         );
+    }
+
+    #[test]
+    fn nothing_applied_during_an_outage_leaves_observed_generation_behind() {
+        let s1 = step_at(
+            &ModelDeploymentStatus::default(),
+            &decision("1", Source::Alias),
+            &obs(Rollout::Complete),
+            10,
+        );
+        assert_eq!(s1.observed_generation, Some(1));
+        let target = alias();
+        let d = crate::controller::resolve::decide(
+            &target,
+            &s1,
+            &Lookup::Unreachable("connection refused".into()),
+            None,
+            &crate::controller::resolve::PinContext::default(),
+        );
+        let inputs = Inputs {
+            generation: Some(2),
+            now: at(20),
+            auto_rollback: true,
+            endpoints: Endpoints::default(),
+            template_hash: "t1".into(),
+            step: Step::Resolved {
+                target: &target,
+                decision: &d,
+                observation: None,
+            },
+        };
+        let s2 = next(&s1, &inputs);
+        assert_eq!(
+            s2.observed_generation,
+            Some(1),
+            "generation 2 was not applied"
+        );
+    }
+
+    #[test]
+    fn an_api_error_is_ready_false_reconcile_error_and_keeps_observed_generation() {
+        let s1 = step_at(
+            &ModelDeploymentStatus::default(),
+            &decision("1", Source::Alias),
+            &obs(Rollout::Complete),
+            10,
+        );
+        let inputs = Inputs {
+            generation: Some(2),
+            now: at(20),
+            auto_rollback: true,
+            endpoints: Endpoints::default(),
+            template_hash: "t1".into(),
+            step: Step::Failed {
+                message: "applying Deployment iris: admission webhook denied".into(),
+            },
+        };
+        let s2 = next(&s1, &inputs);
+        assert_eq!(s2.observed_generation, Some(1));
+        let ready = cond(&s2, condition::READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", RECONCILE_ERROR)
+        );
+        assert!(ready.message.contains("admission webhook denied"));
+        let events = transitions(&s1, &s2);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].severity, Severity::Warning);
+        assert_eq!(events[0].reason, RECONCILE_ERROR);
+    }
+
+    #[test]
+    fn rollout_and_rollback_events_never_share_reason_and_action() {
+        // 1 ready, 2 fails, rolled back to 1, 1 rolls out again: four transitions over time.
+        let s1 = step_at(
+            &ModelDeploymentStatus::default(),
+            &decision("1", Source::Alias),
+            &obs(Rollout::Complete),
+            10,
+        );
+        let s2 = step_at(
+            &s1,
+            &decision("2", Source::Alias),
+            &obs(Rollout::Progressing),
+            20,
+        );
+        let s3 = step_at(
+            &s2,
+            &decision("2", Source::Alias),
+            &obs(Rollout::Failed("crash".into())),
+            30,
+        );
+        let mut pinned = decision("1", Source::RollbackPin);
+        pinned.rollback_pin = s3.rollback_pin.clone();
+        pinned.alias_version = Some("2".into());
+        pinned.target_version = Some("2".into());
+        let s4 = step_at(&s3, &pinned, &obs(Rollout::Progressing), 40);
+        let mut all = Vec::new();
+        for (a, b) in [
+            (&ModelDeploymentStatus::default(), &s1),
+            (&s1, &s2),
+            (&s2, &s3),
+            (&s3, &s4),
+        ] {
+            all.extend(transitions(a, b));
+        }
+        let keys: Vec<(String, String)> = all
+            .iter()
+            .map(|t| (t.reason.clone(), t.action.clone()))
+            .collect();
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len(), "folded by the recorder: {keys:?}");
+        assert!(keys.contains(&("RollingOut".into(), "RollOut/1".into())));
+        assert!(keys.contains(&("RolledBack".into(), "RollBack/1".into())));
+        assert!(keys.contains(&("RollingOut".into(), "RollBack/1".into())));
+        assert_eq!(cond(&s4, condition::READY).reason, "RolledBack");
+        assert_eq!(cond(&s4, condition::READY).status, "False");
+        assert_eq!(s4.target_version.as_deref(), Some("2"));
+        assert_eq!(s4.version.as_deref(), Some("1"));
     }
 }
