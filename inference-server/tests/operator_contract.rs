@@ -1,0 +1,137 @@
+//! The contract between the operator and the server: every container the operator's builders
+//! emit (args and environment variable names are plain strings there) must parse with the
+//! server's own `Cli`, so a renamed flag or variable fails here, not in a rollout.
+
+use clap::{CommandFactory, Parser};
+use inference_server::config::{Cli, Command};
+use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use mooring_crds::ModelDeployment;
+use mooring_operator::controller::children::{self, DesiredChildren};
+use mooring_operator::controller::resolve::VersionInfo;
+use mooring_operator::controller::validate;
+
+/// The flag that reads environment variable `name` in subcommand `sub` (or globally).
+fn flag_for_env(sub: &str, name: &str) -> Option<String> {
+    let cli = Cli::command();
+    let global = cli.get_arguments();
+    let sub = cli
+        .find_subcommand(sub)
+        .expect("subcommand")
+        .get_arguments();
+    global
+        .chain(sub)
+        .find(|a| a.get_env().is_some_and(|e| e == name))
+        .and_then(|a| a.get_long().map(|l| format!("--{l}")))
+}
+
+/// Parse `container` as the server would see it: its args, with each environment variable
+/// turned into the flag that reads it (values from Secrets get a placeholder). Environment
+/// variables the server does not read fail the test, except `allowed_foreign`.
+fn parse_container(container: &Container, allowed_foreign: &[&str]) -> Cli {
+    let args = container.args.clone().unwrap_or_default();
+    let sub = args.first().cloned().expect("a subcommand");
+    let mut argv = vec!["inference-server".to_string()];
+    argv.extend(args);
+    for env in container.env.iter().flatten() {
+        if allowed_foreign.contains(&env.name.as_str()) {
+            continue;
+        }
+        let flag = flag_for_env(&sub, &env.name).unwrap_or_else(|| {
+            panic!(
+                "the operator sets {} but `inference-server {sub}` reads no such variable",
+                env.name
+            )
+        });
+        let value = env
+            .value
+            .clone()
+            .unwrap_or_else(|| "from-a-secret".to_string());
+        argv.push(format!("{flag}={value}"));
+    }
+    Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}:\n{e}"))
+}
+
+fn model_deployment(yaml: &str) -> DesiredChildren {
+    let mut md: ModelDeployment = serde_yaml::from_str(yaml).expect("fixture");
+    md.metadata.namespace = Some("ml".into());
+    md.metadata.uid = Some("uid".into());
+    let valid = validate::validate_resource(&md).expect("valid fixture");
+    let version = VersionInfo {
+        version: "2".into(),
+        uri: Some("models:/iris/2".into()),
+        digest: Some("sha256:abc".into()),
+    };
+    let owner = OwnerReference {
+        name: "iris".into(),
+        uid: "uid".into(),
+        ..OwnerReference::default()
+    };
+    children::build(
+        &md,
+        owner,
+        &valid,
+        &version,
+        "mooring/inference-server:test",
+    )
+}
+
+fn main_container(c: &DesiredChildren) -> &Container {
+    &c.deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+}
+
+#[test]
+fn model_deployment_pods_parse_with_the_servers_cli() {
+    let specs = [
+        // local registry, plain
+        "apiVersion: mooring.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: iris}\nspec: {model: {name: iris-classifier, alias: production}, registry: {local: {path: /models}}}",
+        // MLflow with a token and an S3 prediction log
+        "apiVersion: mooring.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: iris}\nspec: {model: {name: iris-classifier, version: '3'}, registry: {mlflow: {url: 'http://mlflow:5000', tokenSecretRef: {name: t}}}, predictionLog: {sink: 's3://logs/iris', sampleRate: 0.5}}",
+        // MLflow basic auth and a file sink on a volume
+        "apiVersion: mooring.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: iris}\nspec: {model: {name: iris-classifier, alias: production}, registry: {mlflow: {url: 'http://mlflow:5000', basicAuthSecretRef: {name: b}}}, predictionLog: {sink: 'file:///var/log/mooring', volume: {persistentVolumeClaim: logs}}}",
+    ];
+    for yaml in specs {
+        let children = model_deployment(yaml);
+        let cli = parse_container(main_container(&children), &[]);
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(serve.models, ["iris-classifier@2"], "{yaml}");
+    }
+}
+
+#[test]
+fn a_renamed_variable_would_fail_the_contract() {
+    // The check itself must be able to fail: an unknown variable is refused.
+    let mut children = model_deployment(
+        "apiVersion: mooring.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: iris}\nspec: {model: {name: iris-classifier, alias: production}, registry: {local: {path: /models}}}",
+    );
+    let container = &mut children
+        .deployment
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0];
+    container
+        .env
+        .get_or_insert_with(Vec::new)
+        .push(k8s_openapi::api::core::v1::EnvVar {
+            name: "MOORING_PREDICTON_LOG".into(),
+            value: Some("s3://x".into()),
+            ..Default::default()
+        });
+    let result = std::panic::catch_unwind(|| parse_container(container, &[]));
+    assert!(result.is_err());
+}
