@@ -33,7 +33,10 @@ fn health(obj: &Value) -> (String, String) {
         .set_name("argocd-health.lua")
         .eval()
         .unwrap_or_else(|e| panic!("the script failed on {obj}: {e}"));
-    (result.get("status").unwrap(), result.get("message").unwrap())
+    (
+        result.get("status").unwrap(),
+        result.get("message").unwrap(),
+    )
 }
 
 fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Value {
@@ -194,7 +197,12 @@ fn cases(kind: &str) -> Vec<(&'static str, Value, &'static str, String)> {
             object(
                 kind,
                 Some(3),
-                vec![condition("Ready", "False", "ReconcileError", "403 Forbidden")],
+                vec![condition(
+                    "Ready",
+                    "False",
+                    "ReconcileError",
+                    "403 Forbidden",
+                )],
             ),
             "Degraded",
             "ReconcileError: 403 Forbidden".into(),

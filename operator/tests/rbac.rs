@@ -143,7 +143,11 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("Secret", "", "secrets"),
     ("ConfigMap", "", "configmaps"),
     ("Lease", "coordination.k8s.io", "leases"),
-    ("HorizontalPodAutoscaler", "autoscaling", "horizontalpodautoscalers"),
+    (
+        "HorizontalPodAutoscaler",
+        "autoscaling",
+        "horizontalpodautoscalers",
+    ),
     ("PodDisruptionBudget", "policy", "poddisruptionbudgets"),
 ];
 
@@ -247,7 +251,11 @@ fn sources() -> BTreeMap<String, String> {
                 )
                 && !name.ends_with("_tests.rs")
             {
-                let rel = path.strip_prefix(base).unwrap().to_string_lossy().to_string();
+                let rel = path
+                    .strip_prefix(base)
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string();
                 let text = std::fs::read_to_string(&path).unwrap();
                 out.insert(rel, strip_comments(&strip_test_items(&text)));
             }
@@ -316,8 +324,10 @@ fn kind(name: &str) -> Option<(&'static str, &'static str)> {
 
 /// What the scan finds: each permission with the places that need it.
 fn scanned() -> BTreeMap<Permission, Vec<String>> {
-    let typed = Regex::new(r"\b([a-z_][a-z0-9_]*)\s*:\s*&?\s*Api\s*<\s*([A-Za-z0-9_:]+)\s*>").unwrap();
-    let bound = Regex::new(r"\blet\s+([a-z_][a-z0-9_]*)\s*=\s*Api::<\s*([A-Za-z0-9_:]+)\s*>").unwrap();
+    let typed =
+        Regex::new(r"\b([a-z_][a-z0-9_]*)\s*:\s*&?\s*Api\s*<\s*([A-Za-z0-9_:]+)\s*>").unwrap();
+    let bound =
+        Regex::new(r"\blet\s+([a-z_][a-z0-9_]*)\s*=\s*Api::<\s*([A-Za-z0-9_:]+)\s*>").unwrap();
     let call = Regex::new(
         r"\b([a-z_][a-z0-9_]*)\s*\.\s*(get|get_opt|get_status|get_metadata|list|list_metadata|watch|create|replace|replace_status|patch|patch_status|delete|delete_collection|entry)\s*\(",
     )
@@ -344,11 +354,19 @@ fn scanned() -> BTreeMap<Permission, Vec<String>> {
                 )
             });
             let (g, r) = kind(k).unwrap_or_else(|| {
-                panic!("operator/src/{file}: Api<{k}>: add the kind to KINDS in operator/tests/rbac.rs")
+                panic!(
+                    "operator/src/{file}: Api<{k}>: add the kind to KINDS in operator/tests/rbac.rs"
+                )
             });
             (g.to_string(), r.to_string())
         };
-        let role = |r: &str| if r == "leases" { Role::Lease } else { Role::Workload };
+        let role = |r: &str| {
+            if r == "leases" {
+                Role::Lease
+            } else {
+                Role::Workload
+            }
+        };
         let mut add = |p: Permission, at: usize| {
             out.entry(p)
                 .or_default()
@@ -378,13 +396,19 @@ fn scanned() -> BTreeMap<Permission, Vec<String>> {
             };
             let resource = format!("{res}{subresource}");
             for v in verbs {
-                add((role(&res), group.clone(), resource.clone(), v.to_string()), at);
+                add(
+                    (role(&res), group.clone(), resource.clone(), v.to_string()),
+                    at,
+                );
             }
             // A server-side apply may create the object: authorized as `create` too.
             let args = &text[c.get(0).unwrap().end()..];
             let args = &args[..args.find(".await").unwrap_or(args.len()).min(300)];
             if method == "patch" && args.contains("Patch::Apply") {
-                add((role(&res), group.clone(), resource.clone(), "create".into()), at);
+                add(
+                    (role(&res), group.clone(), resource.clone(), "create".into()),
+                    at,
+                );
             }
         }
         for c in watch.captures_iter(&text) {
@@ -449,9 +473,9 @@ fn table_is_the_code() {
     let sources = sources();
     for c in CALLS {
         if let Evidence::Text(file, needle) = c.evidence {
-            let text = sources
-                .get(file)
-                .unwrap_or_else(|| panic!("operator/src/{file} does not exist (row {})", c.resource));
+            let text = sources.get(file).unwrap_or_else(|| {
+                panic!("operator/src/{file} does not exist (row {})", c.resource)
+            });
             assert!(
                 text.contains(needle),
                 "operator/src/{file} no longer contains {needle:?}: does the code still need {} {:?}?",
