@@ -4,7 +4,8 @@
 //! `<dir>/<program>.<level>` (e.g. `/usr/local/libexec/mooring/inference-server.x86-64-v3` and
 //! `….x86-64`), and this launcher as `/usr/local/bin/<program>`. It runs the highest level whose
 //! CPU features are all present, or, when none is, exits with one line naming the missing
-//! features, instead of the SIGILL a v3 build dies of on a CPU without AVX2.
+//! features, instead of the SIGILL a v3 build dies of on a CPU without AVX2. It execs (replaces
+//! itself by) the build, so the server keeps PID 1 and receives SIGTERM directly.
 //!
 //! The decision ([`choose`]) is a pure function of the levels installed and a feature test;
 //! [`detected`] asks the CPU (CPUID, through `is_x86_feature_detected!`).
