@@ -33,3 +33,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "mooring.inferenceServerImage" -}}
 {{- printf "%s:%s" .Values.inferenceServerImage.repository (default .Chart.AppVersion .Values.inferenceServerImage.tag) -}}
 {{- end -}}
+
+{{- /* The metrics Service's own labels, which the ServiceMonitor selects. */}}
+{{- define "mooring.metricsSelectorLabels" -}}
+{{ include "mooring.selectorLabels" . }}
+app.kubernetes.io/component: metrics
+{{- end -}}
