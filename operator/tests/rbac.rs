@@ -84,16 +84,34 @@ const CALLS: &[Call] = &[
         role: Role::Workload,
         group: "apps",
         resource: "deployments",
-        verbs: &["list", "watch", "create", "patch"],
-        code: "controller/apply.rs `children` (server-side apply); controller/mod.rs `run` (.owns)",
+        verbs: &["get", "list", "watch", "create", "patch"],
+        code: "controller/apply.rs `children` (server-side apply), `foreign_children` (get); \
+               controller/mod.rs `run` (the owned-Deployment watch)",
+        evidence: Evidence::Scanned,
+    },
+    Call {
+        role: Role::Workload,
+        group: "autoscaling",
+        resource: "horizontalpodautoscalers",
+        verbs: &["create", "patch", "delete"],
+        code: "controller/apply.rs `children`: the HPA of spec.autoscaling, deleted when dropped",
+        evidence: Evidence::Scanned,
+    },
+    Call {
+        role: Role::Workload,
+        group: "policy",
+        resource: "poddisruptionbudgets",
+        verbs: &["create", "patch", "delete"],
+        code: "controller/apply.rs `children`: the PDB of a ModelDeployment with replicas > 1",
         evidence: Evidence::Scanned,
     },
     Call {
         role: Role::Workload,
         group: "",
         resource: "services",
-        verbs: &["list", "watch", "create", "patch"],
-        code: "controller/apply.rs `children` (server-side apply); controller/mod.rs `run` (.owns)",
+        verbs: &["get", "list", "watch", "create", "patch"],
+        code: "controller/apply.rs `children` (server-side apply), `foreign_children` (get); \
+               controller/mod.rs `run` (.owns)",
         evidence: Evidence::Scanned,
     },
     Call {

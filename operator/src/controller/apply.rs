@@ -175,9 +175,12 @@ pub async fn children(
                 .await
                 .map_err(other("HorizontalPodAutoscaler"))?;
         }
-        None if spec_changed => delete_if_present(&apis.autoscalers, &name)
-            .await
-            .map_err(other("HorizontalPodAutoscaler"))?,
+        None if spec_changed => gone_is_fine(
+            apis.autoscalers
+                .delete(&name, &DeleteParams::background())
+                .await,
+        )
+        .map_err(other("HorizontalPodAutoscaler"))?,
         None => {}
     }
     match &desired.disruption_budget {
@@ -187,19 +190,20 @@ pub async fn children(
                 .await
                 .map_err(other("PodDisruptionBudget"))?;
         }
-        None if spec_changed => delete_if_present(&apis.budgets, &name)
-            .await
-            .map_err(other("PodDisruptionBudget"))?,
+        None if spec_changed => gone_is_fine(
+            apis.budgets
+                .delete(&name, &DeleteParams::background())
+                .await,
+        )
+        .map_err(other("PodDisruptionBudget"))?,
         None => {}
     }
     Ok(deployment)
 }
 
-async fn delete_if_present<K>(api: &Api<K>, name: &str) -> kube::Result<()>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::background()).await {
+/// A delete of something already gone is done.
+fn gone_is_fine<T>(result: kube::Result<T>) -> kube::Result<()> {
+    match result {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(err) => Err(err),

@@ -484,6 +484,17 @@ fn rollout_state(d: &Deployment) -> Option<u64> {
     Some(h.finish())
 }
 
+/// The API of `K` in `namespace`, or in all namespaces.
+pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// Run the controller until `shutdown` resolves. `namespace` limits it to one namespace.
 pub async fn run(
     ctx: Arc<Context>,
@@ -492,18 +503,9 @@ pub async fn run(
 ) {
     use kube::runtime::{WatchStreamExt, reflector, utils::PredicateConfig};
     let client = ctx.client.clone();
-    let (mds, deployments, services) = match namespace {
-        Some(ns) => (
-            Api::<ModelDeployment>::namespaced(client.clone(), ns),
-            Api::<Deployment>::namespaced(client.clone(), ns),
-            Api::<Service>::namespaced(client, ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client),
-        ),
-    };
+    let mds: Api<ModelDeployment> = scoped(&client, namespace);
+    let deployments: Api<Deployment> = scoped(&client, namespace);
+    let services: Api<Service> = scoped(&client, namespace);
     // Only our children: watching every Deployment of the cluster would cost memory for nothing.
     let children =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=mooring-operator");

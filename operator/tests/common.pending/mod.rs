@@ -82,8 +82,7 @@ impl TestRegistry {
     pub fn set_alias(&self, alias: &str, version: &str) {
         let file = self.dir.path().join("iris-classifier/aliases.json");
         let mut aliases: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&std::fs::read_to_string(&file).unwrap_or("{}".into()))
-                .unwrap();
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap_or("{}".into())).unwrap();
         aliases.insert(alias.into(), version.into());
         std::fs::write(&file, serde_json::to_string(&aliases).unwrap()).unwrap();
     }
@@ -157,7 +156,12 @@ impl Registry for Counted {
         self.check()?;
         self.inner.list_models().await
     }
-    async fn set_alias(&self, name: &str, alias: &str, version: &str) -> mooring_registry::Result<()> {
+    async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: &str,
+    ) -> mooring_registry::Result<()> {
         self.check()?;
         self.inner.set_alias(name, alias, version).await
     }
@@ -319,7 +323,9 @@ impl World {
             if tokio::time::Instant::now() >= deadline {
                 panic!(
                     "never: {what}\nlast status: {:#?}\nevents: {:#?}",
-                    self.sim.get::<ModelDeployment>(NS, "iris").and_then(|m| m.status),
+                    self.sim
+                        .get::<ModelDeployment>(NS, "iris")
+                        .and_then(|m| m.status),
                     self.events()
                 );
             }
@@ -333,7 +339,9 @@ impl World {
             .sim
             .list::<Event>(Some(NS))
             .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("ModelDeployment"))
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("ModelDeployment")
+            })
             .collect();
         events.sort_by_key(|e| {
             e.metadata
@@ -355,7 +363,8 @@ impl World {
 
     /// Writes by any operator (clients named `op-…`).
     pub fn operator_writes(&self) -> usize {
-        self.sim.count(|r| r.client.starts_with("op-") && r.is_write())
+        self.sim
+            .count(|r| r.client.starts_with("op-") && r.is_write())
     }
 
     /// Server-side applies of the Deployment by any operator.
