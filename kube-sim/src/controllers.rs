@@ -148,10 +148,17 @@ pub(crate) fn run(state: &mut State) {
         }
         state.controllers.next_wake = None;
     }
-    let live: std::collections::HashSet<String> =
-        state.store.objects.values().map(|v| uid_of(v).to_string()).collect();
+    let live: std::collections::HashSet<String> = state
+        .store
+        .objects
+        .values()
+        .map(|v| uid_of(v).to_string())
+        .collect();
     state.controllers.pods.retain(|uid, _| live.contains(uid));
-    state.controllers.progress.retain(|uid, _| live.contains(uid));
+    state
+        .controllers
+        .progress
+        .retain(|uid, _| live.contains(uid));
     state.controllers.jobs.retain(|uid, _| live.contains(uid));
 }
 
@@ -241,9 +248,10 @@ pub fn template_hash(template: &Value) -> String {
 }
 
 fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    pod["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 fn revision(v: &Value) -> i64 {
@@ -281,7 +289,10 @@ fn set_condition(conditions: &mut Vec<Value>, mut new: Value, now: &str) {
             } else {
                 json!(now)
             };
-            let update = if c["status"] == new["status"] && c["reason"] == new["reason"] && c["message"] == new["message"] {
+            let update = if c["status"] == new["status"]
+                && c["reason"] == new["reason"]
+                && c["message"] == new["message"]
+            {
                 c["lastUpdateTime"].clone()
             } else {
                 json!(now)
@@ -320,7 +331,9 @@ fn deployment_controller(state: &mut State, ids: &Ids) {
         let desired = d["spec"]["replicas"].as_i64().unwrap_or(1);
         let template = d["spec"]["template"].clone();
         let hash = template_hash(&template);
-        let rses = state.store.controlled_by(ids.replicasets, &key.namespace, &uid);
+        let rses = state
+            .store
+            .controlled_by(ids.replicasets, &key.namespace, &uid);
         let max_revision = rses.iter().map(|(_, r)| revision(r)).max().unwrap_or(0);
         let current = rses
             .iter()
@@ -385,7 +398,9 @@ fn deployment_controller(state: &mut State, ids: &Ids) {
             }
         }
         // Status, from the ReplicaSets as they are now.
-        let rses = state.store.controlled_by(ids.replicasets, &key.namespace, &uid);
+        let rses = state
+            .store
+            .controlled_by(ids.replicasets, &key.namespace, &uid);
         let sum = |f: &str| -> i64 {
             rses.iter()
                 .map(|(_, r)| r["status"][f].as_i64().unwrap_or(0))
@@ -398,7 +413,13 @@ fn deployment_controller(state: &mut State, ids: &Ids) {
         let now = state.store.now();
         let instant = Instant::now();
         let complete = new_replicas == desired && new_ready >= desired && replicas == desired;
-        let counts = json!([rs_name, d["metadata"]["generation"], new_replicas, new_ready, replicas]);
+        let counts = json!([
+            rs_name,
+            d["metadata"]["generation"],
+            new_replicas,
+            new_ready,
+            replicas
+        ]);
         let progress = state
             .controllers
             .progress
@@ -411,20 +432,28 @@ fn deployment_controller(state: &mut State, ids: &Ids) {
             progress.counts = counts;
             progress.since = instant;
         }
-        let deadline = Duration::from_secs(
-            d["spec"]["progressDeadlineSeconds"].as_u64().unwrap_or(600),
-        );
+        let deadline =
+            Duration::from_secs(d["spec"]["progressDeadlineSeconds"].as_u64().unwrap_or(600));
         let timed_out = !complete && instant >= progress.since + deadline;
         let due = progress.since + deadline;
         let mut status = d["status"].clone();
         if !status.is_object() {
             status = json!({});
         }
-        let mut conditions: Vec<Value> = status["conditions"].as_array().cloned().unwrap_or_default();
+        let mut conditions: Vec<Value> =
+            status["conditions"].as_array().cloned().unwrap_or_default();
         let (a_status, a_reason, a_message) = if available >= desired - max_unavailable {
-            ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+            (
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
+            )
         } else {
-            ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+            (
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+            )
         };
         set_condition(
             &mut conditions,
@@ -432,11 +461,23 @@ fn deployment_controller(state: &mut State, ids: &Ids) {
             &now,
         );
         let (p_status, p_reason, p_message) = if complete {
-            ("True", "NewReplicaSetAvailable", format!("ReplicaSet \"{rs_name}\" has successfully progressed."))
+            (
+                "True",
+                "NewReplicaSetAvailable",
+                format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+            )
         } else if timed_out {
-            ("False", "ProgressDeadlineExceeded", format!("ReplicaSet \"{rs_name}\" has timed out progressing."))
+            (
+                "False",
+                "ProgressDeadlineExceeded",
+                format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+            )
         } else {
-            ("True", "ReplicaSetUpdated", format!("ReplicaSet \"{rs_name}\" is progressing."))
+            (
+                "True",
+                "ReplicaSetUpdated",
+                format!("ReplicaSet \"{rs_name}\" is progressing."),
+            )
         };
         set_condition(
             &mut conditions,
@@ -453,7 +494,13 @@ fn deployment_controller(state: &mut State, ids: &Ids) {
         status["availableReplicas"] = json!(available);
         status["unavailableReplicas"] = json!((desired - available).max(0));
         status["conditions"] = json!(conditions);
-        for zero in ["readyReplicas", "availableReplicas", "unavailableReplicas", "updatedReplicas", "replicas"] {
+        for zero in [
+            "readyReplicas",
+            "availableReplicas",
+            "unavailableReplicas",
+            "updatedReplicas",
+            "replicas",
+        ] {
             if status[zero] == 0 {
                 status.as_object_mut().expect("object").remove(zero);
             }
@@ -515,7 +562,12 @@ fn replicaset_controller(state: &mut State, ids: &Ids) {
                             .and_then(|r| r.parse::<u64>().ok())
                             .unwrap_or(0)
                     };
-                    let created = |v: &Value| v["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string();
+                    let created = |v: &Value| {
+                        v["metadata"]["creationTimestamp"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string()
+                    };
                     created(b).cmp(&created(a)).then(rv(b).cmp(&rv(a)))
                 })
             });
@@ -584,38 +636,45 @@ fn pod_status(
         }
         c
     };
-    let statuses = |state: &dyn Fn(&str, &str) -> Value, ready: bool, restarts: i64, last: Option<Value>| -> Value {
-        json!(containers
-            .iter()
-            .map(|(name, image)| {
-                let mut s = json!({
-                    "name": name, "image": image, "imageID": "", "ready": ready,
-                    "started": ready, "restartCount": restarts, "state": state(name, image),
-                });
-                if let Some(l) = &last {
-                    s["lastState"] = l.clone();
-                }
-                s
-            })
-            .collect::<Vec<_>>())
+    let statuses = |state: &dyn Fn(&str, &str) -> Value,
+                    ready: bool,
+                    restarts: i64,
+                    last: Option<Value>|
+     -> Value {
+        json!(
+            containers
+                .iter()
+                .map(|(name, image)| {
+                    let mut s = json!({
+                        "name": name, "image": image, "imageID": "", "ready": ready,
+                        "started": ready, "restartCount": restarts, "state": state(name, image),
+                    });
+                    if let Some(l) = &last {
+                        s["lastState"] = l.clone();
+                    }
+                    s
+                })
+                .collect::<Vec<_>>()
+        )
     };
     let running = |since: Duration| {
         let t = at(since);
         move |_: &str, _: &str| json!({"running": {"startedAt": t}})
     };
-    let waiting = |reason: &'static str, message: String| {
-        move |_: &str, _: &str| json!({"waiting": {"reason": reason, "message": message}})
-    };
-    let base = |phase: &str, conditions: Vec<Value>, cs: Value| {
-        json!({"phase": phase, "conditions": conditions, "containerStatuses": cs, "startTime": start, "hostIP": "10.0.0.1", "podIP": "10.1.0.1", "qosClass": "Burstable"})
-    };
+    let waiting = |reason: &'static str, message: String| move |_: &str, _: &str| json!({"waiting": {"reason": reason, "message": message}});
+    let base = |phase: &str, conditions: Vec<Value>, cs: Value| json!({"phase": phase, "conditions": conditions, "containerStatuses": cs, "startTime": start, "hostIP": "10.0.0.1", "podIP": "10.1.0.1", "qosClass": "Burstable"});
     let creating = || {
         base(
             "Pending",
             vec![
                 cond("PodScheduled", true, Duration::ZERO, None),
                 cond("Initialized", true, Duration::ZERO, None),
-                cond("ContainersReady", false, Duration::ZERO, Some("ContainersNotReady")),
+                cond(
+                    "ContainersReady",
+                    false,
+                    Duration::ZERO,
+                    Some("ContainersNotReady"),
+                ),
                 cond("Ready", false, Duration::ZERO, Some("ContainersNotReady")),
             ],
             statuses(&waiting("ContainerCreating", String::new()), false, 0, None),
@@ -635,7 +694,8 @@ fn pod_status(
     };
     let terminated = |after: Duration, code: i32, reason: &str, message: &Option<String>| {
         let t = at(after);
-        let mut term = json!({"exitCode": code, "reason": reason, "startedAt": start, "finishedAt": t});
+        let mut term =
+            json!({"exitCode": code, "reason": reason, "startedAt": start, "finishedAt": t});
         if let Some(m) = message {
             term["message"] = json!(m);
         }
@@ -655,13 +715,18 @@ fn pod_status(
         PodBehaviour::Ready { after } if elapsed < *after => (creating(), Some(*after)),
         PodBehaviour::Ready { after } => (running_ready(*after), None),
         PodBehaviour::Hang => (running_ready(Duration::ZERO), None),
-        PodBehaviour::Succeed { after, .. } | PodBehaviour::Fail { after, .. } if elapsed < *after => {
+        PodBehaviour::Succeed { after, .. } | PodBehaviour::Fail { after, .. }
+            if elapsed < *after =>
+        {
             (running_ready(Duration::ZERO), Some(*after))
         }
         PodBehaviour::Succeed {
             after,
             termination_message,
-        } => (terminated(*after, 0, "Completed", termination_message), None),
+        } => (
+            terminated(*after, 0, "Completed", termination_message),
+            None,
+        ),
         PodBehaviour::Fail {
             after,
             exit_code,
@@ -684,7 +749,12 @@ fn pod_status(
                     vec![
                         cond("PodScheduled", true, Duration::ZERO, None),
                         cond("Initialized", true, Duration::ZERO, None),
-                        cond("ContainersReady", false, Duration::ZERO, Some("ContainersNotReady")),
+                        cond(
+                            "ContainersReady",
+                            false,
+                            Duration::ZERO,
+                            Some("ContainersNotReady"),
+                        ),
                         cond("Ready", false, Duration::ZERO, Some("ContainersNotReady")),
                     ],
                     statuses(&waiting("ErrImagePull", message), false, 0, None),
@@ -696,9 +766,7 @@ fn pod_status(
             let (restarts, next) = restarts_by(elapsed);
             let pod_name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
             let backoff = (10u64 << restarts.min(5)).min(300);
-            let state = move |name: &str, _: &str| {
-                json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("back-off {backoff}s restarting failed container={name} pod={pod_name}")}})
-            };
+            let state = move |name: &str, _: &str| json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("back-off {backoff}s restarting failed container={name} pod={pod_name}")}});
             let last = json!({"terminated": {"exitCode": 1, "reason": "Error", "startedAt": start, "finishedAt": start}});
             (
                 base(
@@ -706,7 +774,12 @@ fn pod_status(
                     vec![
                         cond("PodScheduled", true, Duration::ZERO, None),
                         cond("Initialized", true, Duration::ZERO, None),
-                        cond("ContainersReady", false, Duration::ZERO, Some("ContainersNotReady")),
+                        cond(
+                            "ContainersReady",
+                            false,
+                            Duration::ZERO,
+                            Some("ContainersNotReady"),
+                        ),
                         cond("Ready", false, Duration::ZERO, Some("ContainersNotReady")),
                     ],
                     statuses(&state, false, restarts, Some(last)),
@@ -749,8 +822,9 @@ fn job_controller(state: &mut State, ids: &Ids) {
             continue;
         }
         let finished = job["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True")
+            cs.iter().any(|c| {
+                (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True"
+            })
         });
         if finished {
             continue;
@@ -779,7 +853,8 @@ fn job_controller(state: &mut State, ids: &Ids) {
         });
         if failed > sim.failed_seen {
             sim.failed_seen = failed;
-            let backoff = Duration::from_secs(10 * (1u64 << (failed - 1).min(6))).min(Duration::from_secs(360));
+            let backoff = Duration::from_secs(10 * (1u64 << (failed - 1).min(6)))
+                .min(Duration::from_secs(360));
             sim.next_pod_at = now_instant + backoff;
         }
         let next_pod_at = sim.next_pod_at;
@@ -787,22 +862,24 @@ fn job_controller(state: &mut State, ids: &Ids) {
             .as_str()
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| state.store.clock.now());
-        let mut conditions: Vec<Value> = status["conditions"].as_array().cloned().unwrap_or_default();
+        let mut conditions: Vec<Value> =
+            status["conditions"].as_array().cloned().unwrap_or_default();
         let backoff_limit = job["spec"]["backoffLimit"].as_i64().unwrap_or(6);
         let deadline = job["spec"]["activeDeadlineSeconds"].as_i64();
         let wall_now = state.store.clock.now();
         let mut active_count = active.len() as i64;
         let mut failed_count = failed;
-        let finish = |conditions: &mut Vec<Value>, t: &str, reason: Option<&str>, message: Option<&str>| {
-            let mut c = json!({"type": t, "status": "True", "lastProbeTime": now});
-            if let Some(r) = reason {
-                c["reason"] = json!(r);
-            }
-            if let Some(m) = message {
-                c["message"] = json!(m);
-            }
-            set_condition(conditions, c, &now);
-        };
+        let finish =
+            |conditions: &mut Vec<Value>, t: &str, reason: Option<&str>, message: Option<&str>| {
+                let mut c = json!({"type": t, "status": "True", "lastProbeTime": now});
+                if let Some(r) = reason {
+                    c["reason"] = json!(r);
+                }
+                if let Some(m) = message {
+                    c["message"] = json!(m);
+                }
+                set_condition(conditions, c, &now);
+            };
         let deadline_at = deadline.map(|s| start_time + jiff::SignedDuration::from_secs(s));
         if deadline_at.is_some_and(|at| wall_now >= at) {
             for (pod_key, _) in &active {
@@ -810,13 +887,23 @@ fn job_controller(state: &mut State, ids: &Ids) {
             }
             failed_count += active_count;
             active_count = 0;
-            finish(&mut conditions, "Failed", Some("DeadlineExceeded"), Some("Job was active longer than specified deadline"));
+            finish(
+                &mut conditions,
+                "Failed",
+                Some("DeadlineExceeded"),
+                Some("Job was active longer than specified deadline"),
+            );
         } else if succeeded >= 1 {
             active_count = 0;
             status["completionTime"] = json!(now);
             finish(&mut conditions, "Complete", None, None);
         } else if failed > backoff_limit {
-            finish(&mut conditions, "Failed", Some("BackoffLimitExceeded"), Some("Job has reached the specified backoff limit"));
+            finish(
+                &mut conditions,
+                "Failed",
+                Some("BackoffLimitExceeded"),
+                Some("Job has reached the specified backoff limit"),
+            );
         } else if active.is_empty() {
             if now_instant >= next_pod_at {
                 let template = &job["spec"]["template"];
@@ -876,9 +963,18 @@ mod tests {
 
     #[test]
     fn crash_loop_backoff_doubles_up_to_five_minutes() {
-        assert_eq!(restarts_by(Duration::from_secs(5)), (0, Duration::from_secs(10)));
-        assert_eq!(restarts_by(Duration::from_secs(10)), (1, Duration::from_secs(30)));
-        assert_eq!(restarts_by(Duration::from_secs(75)), (3, Duration::from_secs(150)));
+        assert_eq!(
+            restarts_by(Duration::from_secs(5)),
+            (0, Duration::from_secs(10))
+        );
+        assert_eq!(
+            restarts_by(Duration::from_secs(10)),
+            (1, Duration::from_secs(30))
+        );
+        assert_eq!(
+            restarts_by(Duration::from_secs(75)),
+            (3, Duration::from_secs(150))
+        );
         assert_eq!(restarts_by(Duration::from_secs(1000)).0, 7);
     }
 

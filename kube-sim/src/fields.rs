@@ -16,9 +16,16 @@ pub type FieldSet = BTreeSet<Path>;
 
 /// The merge key of a list under `field`, if it is merged rather than atomic.
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
-    let key = if field == "conditions" { "type" } else { "name" };
-    (!items.is_empty() && items.iter().all(|i| i.get(key).is_some_and(Value::is_string)))
-        .then_some(key)
+    let key = if field == "conditions" {
+        "type"
+    } else {
+        "name"
+    };
+    (!items.is_empty()
+        && items
+            .iter()
+            .all(|i| i.get(key).is_some_and(Value::is_string)))
+    .then_some(key)
 }
 
 fn element_segment(key: &str, item: &Value) -> String {
@@ -91,7 +98,7 @@ fn collect(field: &str, value: &Value, path: &mut Path, set: &mut FieldSet) {
     }
 }
 
-fn find_element<'a>(items: &'a [Value], seg: &str) -> Option<usize> {
+fn find_element(items: &[Value], seg: &str) -> Option<usize> {
     let key: Map<String, Value> = serde_json::from_str(seg.strip_prefix("k:")?).ok()?;
     items
         .iter()
@@ -380,8 +387,13 @@ mod tests {
         });
         let set = fields_of(&obj);
         let paths: Vec<String> = set.iter().map(|p| display(p)).collect();
-        assert!(paths.contains(&".metadata.labels.a".to_string()), "{paths:?}");
-        assert!(paths.contains(&".spec.template.spec.containers[{\"name\":\"main\"}].args".to_string()));
+        assert!(
+            paths.contains(&".metadata.labels.a".to_string()),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&".spec.template.spec.containers[{\"name\":\"main\"}].args".to_string())
+        );
         assert!(!paths.iter().any(|p| p.contains("name\":\"x")));
         assert_eq!(from_fields_v1(&to_fields_v1(&set)), set);
     }
@@ -389,8 +401,15 @@ mod tests {
     #[test]
     fn merge_keyed_lists_merge_by_name() {
         let mut live = json!({"env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]});
-        merge_applied(&mut live, &json!({"env": [{"name": "B", "value": "3"}]}), "");
-        assert_eq!(live, json!({"env": [{"name": "B", "value": "3"}, {"name": "A", "value": "1"}]}));
+        merge_applied(
+            &mut live,
+            &json!({"env": [{"name": "B", "value": "3"}]}),
+            "",
+        );
+        assert_eq!(
+            live,
+            json!({"env": [{"name": "B", "value": "3"}, {"name": "A", "value": "1"}]})
+        );
         remove(&mut live, &["f:env".into(), "k:{\"name\":\"A\"}".into()]);
         assert_eq!(live, json!({"env": [{"name": "B", "value": "3"}]}));
     }

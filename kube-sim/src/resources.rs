@@ -60,9 +60,27 @@ const fn rt(
 
 /// Every served type. All are namespaced.
 pub static RESOURCES: &[ResourceType] = &[
-    rt("mooring.dev", "v1alpha1", "modeldeployments", "ModelDeployment", true),
-    rt("mooring.dev", "v1alpha1", "driftmonitors", "DriftMonitor", true),
-    rt("mooring.dev", "v1alpha1", "chatservices", "ChatService", true),
+    rt(
+        "mooring.dev",
+        "v1alpha1",
+        "modeldeployments",
+        "ModelDeployment",
+        true,
+    ),
+    rt(
+        "mooring.dev",
+        "v1alpha1",
+        "driftmonitors",
+        "DriftMonitor",
+        true,
+    ),
+    rt(
+        "mooring.dev",
+        "v1alpha1",
+        "chatservices",
+        "ChatService",
+        true,
+    ),
     rt("apps", "v1", "deployments", "Deployment", true),
     rt("apps", "v1", "replicasets", "ReplicaSet", true),
     rt("", "v1", "pods", "Pod", true),
@@ -71,12 +89,30 @@ pub static RESOURCES: &[ResourceType] = &[
     rt("", "v1", "configmaps", "ConfigMap", false),
     rt("", "v1", "events", "Event", false),
     rt("", "v1", "serviceaccounts", "ServiceAccount", false),
-    rt("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", true),
+    rt(
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        true,
+    ),
     rt("batch", "v1", "jobs", "Job", true),
     rt("coordination.k8s.io", "v1", "leases", "Lease", false),
     rt("events.k8s.io", "v1", "events", "Event", false),
-    rt("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", true),
-    rt("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", true),
+    rt(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        true,
+    ),
+    rt(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        true,
+    ),
 ];
 
 /// Index into [`RESOURCES`].

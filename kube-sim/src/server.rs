@@ -145,7 +145,11 @@ fn verb_of(p: &Parsed) -> Verb {
     };
     match (&p.method, name.is_some()) {
         (&Method::GET, true) => Verb::Get,
-        (&Method::GET, false) if p.query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+        (&Method::GET, false)
+            if p.query
+                .get("watch")
+                .is_some_and(|w| w == "true" || w == "1") =>
+        {
             Verb::Watch
         }
         (&Method::GET, false) => Verb::List,
@@ -295,13 +299,7 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
-fn dispatch(
-    state: &mut State,
-    client: &str,
-    p: &Parsed,
-    target: &Target,
-    body: &[u8],
-) -> Answer {
+fn dispatch(state: &mut State, client: &str, p: &Parsed, target: &Target, body: &[u8]) -> Answer {
     let Target::Resource {
         resource,
         namespace,
@@ -316,7 +314,10 @@ fn dispatch(
     if let Some(sub) = subresource
         && (sub != "status" || !rt.status_subresource)
     {
-        return Err(ApiError::not_found(rt, &format!("{}/{sub}", name.as_deref().unwrap_or(""))));
+        return Err(ApiError::not_found(
+            rt,
+            &format!("{}/{sub}", name.as_deref().unwrap_or("")),
+        ));
     }
     let status_sub = subresource.is_some();
     let manager = p
@@ -331,7 +332,9 @@ fn dispatch(
     }
     if p.method == Method::POST {
         if namespace.is_none() {
-            return Err(ApiError::bad_request("the simulator serves namespaced types only"));
+            return Err(ApiError::bad_request(
+                "the simulator serves namespaced types only",
+            ));
         }
         return create(state, *resource, &ns, body, &manager);
     }
@@ -384,12 +387,17 @@ fn check_write_faults(state: &mut State, key: &Key, body: &Value) -> Result<(), 
             let mut e = ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid",
-                format!("{} \"{}\" is invalid: {cause}", rt.qualified_kind(), key.name),
+                format!(
+                    "{} \"{}\" is invalid: {cause}",
+                    rt.qualified_kind(),
+                    key.name
+                ),
             )
             .about(rt, &key.name);
             let field = cause.split(':').next().unwrap_or("").to_string();
             e.details["kind"] = json!(rt.kind);
-            e.details["causes"] = json!([{"reason": "FieldValueInvalid", "message": cause, "field": field}]);
+            e.details["causes"] =
+                json!([{"reason": "FieldValueInvalid", "message": cause, "field": field}]);
             return Err(e);
         }
     }
@@ -522,7 +530,16 @@ fn record_update(
             changed.insert(path);
         }
     }
-    finish_entries(&mut entries, new, changed, manager, "Update", sub, now, false);
+    finish_entries(
+        &mut entries,
+        new,
+        changed,
+        manager,
+        "Update",
+        sub,
+        now,
+        false,
+    );
     set_entries(new, &entries);
 }
 
@@ -551,8 +568,9 @@ fn finish_entries(
     replace_set: bool,
 ) {
     let api_version = new["apiVersion"].as_str().unwrap_or("").to_string();
-    let is_mine =
-        |e: &Entry| e.manager == manager && e.operation == operation && e.subresource.as_deref() == sub;
+    let is_mine = |e: &Entry| {
+        e.manager == manager && e.operation == operation && e.subresource.as_deref() == sub
+    };
     if operation == "Update" {
         for e in entries.iter_mut().filter(|e| !is_mine(e)) {
             e.fields.retain(|p| !owned.contains(p));
@@ -655,7 +673,10 @@ fn write_update(
     let rt = resources::get(key.resource);
     let mut new = mask(rt, Some(old), candidate, sub);
     if let Some(m) = new["metadata"].as_object_mut() {
-        m.insert("managedFields".into(), old["metadata"]["managedFields"].clone());
+        m.insert(
+            "managedFields".into(),
+            old["metadata"]["managedFields"].clone(),
+        );
         if m["managedFields"].is_null() {
             m.remove("managedFields");
         }
@@ -677,7 +698,9 @@ fn replace(state: &mut State, key: &Key, sub: Option<&str>, body: Value, manager
         .cloned()
         .ok_or_else(|| ApiError::not_found(rt, &key.name))?;
     if !body.is_object() || !body["metadata"].is_object() {
-        return Err(ApiError::bad_request("the body must be an object with metadata"));
+        return Err(ApiError::bad_request(
+            "the body must be an object with metadata",
+        ));
     }
     if body["metadata"]["name"].as_str() != Some(&key.name) {
         return Err(ApiError::bad_request(format!(
@@ -713,7 +736,11 @@ fn patch(
     let mut candidate = old.clone();
     if ct.starts_with("application/json-patch+json") {
         fields::json_patch(&mut candidate, &body).map_err(|e| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", format!("the JSON patch failed: {e}"))
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                format!("the JSON patch failed: {e}"),
+            )
         })?;
     } else if ct.starts_with("application/merge-patch+json")
         || ct.starts_with("application/strategic-merge-patch+json")
@@ -741,12 +768,20 @@ fn apply(
 ) -> Answer {
     let rt = resources::get(key.resource);
     if !body.is_object() {
-        return Err(ApiError::bad_request("the applied configuration must be an object"));
+        return Err(ApiError::bad_request(
+            "the applied configuration must be an object",
+        ));
     }
-    if body["metadata"]["name"].as_str().is_some_and(|n| n != key.name) {
-        return Err(ApiError::bad_request("the name in the body does not match the URL"));
+    if body["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| n != key.name)
+    {
+        return Err(ApiError::bad_request(
+            "the name in the body does not match the URL",
+        ));
     }
-    if body["apiVersion"].as_str() != Some(&rt.api_version()) || body["kind"].as_str() != Some(rt.kind)
+    if body["apiVersion"].as_str() != Some(&rt.api_version())
+        || body["kind"].as_str() != Some(rt.kind)
     {
         return Err(ApiError::bad_request(format!(
             "apiVersion and kind must be {} {}",
@@ -780,7 +815,16 @@ fn apply(
         new["apiVersion"] = json!(rt.api_version());
         new["kind"] = json!(rt.kind);
         let mut entries = Vec::new();
-        finish_entries(&mut entries, &new, applied_set, manager, "Apply", sub, &now, true);
+        finish_entries(
+            &mut entries,
+            &new,
+            applied_set,
+            manager,
+            "Apply",
+            sub,
+            &now,
+            true,
+        );
         set_entries(&mut new, &entries);
         return Ok((StatusCode::CREATED, state.store.insert(key.clone(), new)));
     };
@@ -836,7 +880,16 @@ fn apply(
         }
     }
     let mut new = mask(rt, Some(&old), new, sub);
-    finish_entries(&mut entries, &new, applied_set, manager, "Apply", sub, &now, true);
+    finish_entries(
+        &mut entries,
+        &new,
+        applied_set,
+        manager,
+        "Apply",
+        sub,
+        &now,
+        true,
+    );
     set_entries(&mut new, &entries);
     let stored = state
         .store
@@ -928,12 +981,18 @@ impl WatchState {
         let start = store.history.partition_point(|c| c.rv <= self.rv);
         for change in store.history.range(start..) {
             if change.resource != self.resource
-                || self.namespace.as_ref().is_some_and(|ns| *ns != change.namespace)
+                || self
+                    .namespace
+                    .as_ref()
+                    .is_some_and(|ns| *ns != change.namespace)
             {
                 continue;
             }
             let now = self.selector.matches(&change.object);
-            let before = change.old.as_ref().is_some_and(|o| self.selector.matches(o));
+            let before = change
+                .old
+                .as_ref()
+                .is_some_and(|o| self.selector.matches(o));
             let kind = match change.kind {
                 ChangeType::Added if now => "ADDED",
                 ChangeType::Modified if now && before => "MODIFIED",
@@ -1010,9 +1069,9 @@ fn watch(inner: &Arc<Inner>, client: &Arc<str>, p: &Parsed) -> Result<Response<S
             }
             state.store.rv
         }
-        Some(rv) => rv.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
-        })?,
+        Some(rv) => rv
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
     };
     let ws = WatchState {
         inner: inner.clone(),
@@ -1020,7 +1079,10 @@ fn watch(inner: &Arc<Inner>, client: &Arc<str>, p: &Parsed) -> Result<Response<S
         resource: *resource,
         namespace: namespace.clone(),
         selector,
-        bookmarks: p.query.get("allowWatchBookmarks").is_some_and(|b| b == "true"),
+        bookmarks: p
+            .query
+            .get("allowWatchBookmarks")
+            .is_some_and(|b| b == "true"),
         rv,
         deadline: tokio::time::Instant::now() + Duration::from_secs(timeout),
         expiries: state.faults.watch_expiries,
@@ -1034,7 +1096,10 @@ fn watch(inner: &Arc<Inner>, client: &Arc<str>, p: &Parsed) -> Result<Response<S
         let e = ws.next().await?;
         let mut line = serde_json::to_vec(&e).expect("JSON");
         line.push(b'\n');
-        Some((Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(line))), ws))
+        Some((
+            Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(line))),
+            ws,
+        ))
     });
     let body = http_body_util::StreamBody::new(stream).boxed_unsync();
     Ok(Response::builder()

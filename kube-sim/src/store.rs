@@ -283,15 +283,18 @@ impl Store {
     pub fn list(&self, resource: ResourceId, namespace: Option<&str>) -> Vec<(Key, Value)> {
         self.objects
             .iter()
-            .filter(|(k, _)| {
-                k.resource == resource && namespace.is_none_or(|ns| ns == k.namespace)
-            })
+            .filter(|(k, _)| k.resource == resource && namespace.is_none_or(|ns| ns == k.namespace))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
 
     /// Objects of `resource` in `namespace` whose controller is the object with `uid`.
-    pub fn controlled_by(&self, resource: ResourceId, namespace: &str, uid: &str) -> Vec<(Key, Value)> {
+    pub fn controlled_by(
+        &self,
+        resource: ResourceId,
+        namespace: &str,
+        uid: &str,
+    ) -> Vec<(Key, Value)> {
         self.list(resource, Some(namespace))
             .into_iter()
             .filter(|(_, v)| {

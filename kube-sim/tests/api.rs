@@ -49,7 +49,10 @@ async fn create_get_replace_with_optimistic_concurrency() {
             .unwrap_err(),
     );
     assert_eq!((c, reason.as_str()), (409, "AlreadyExists"));
-    assert_eq!(message, "leases.coordination.k8s.io \"lock\" already exists");
+    assert_eq!(
+        message,
+        "leases.coordination.k8s.io \"lock\" already exists"
+    );
 
     let mut mine = leases.get("lock").await.unwrap();
     let mut theirs = mine.clone();
@@ -80,7 +83,10 @@ async fn create_get_replace_with_optimistic_concurrency() {
         .unwrap();
     assert_eq!(again.resource_version(), replaced.resource_version());
 
-    leases.delete("lock", &DeleteParams::default()).await.unwrap();
+    leases
+        .delete("lock", &DeleteParams::default())
+        .await
+        .unwrap();
     assert!(sim.get::<Lease>("ns", "lock").is_none());
     let version = sim.client("a").apiserver_version().await.unwrap();
     assert_eq!(version.major, "1");
@@ -96,9 +102,13 @@ async fn server_side_apply_tracks_ownership() {
     let cms: Api<ConfigMap> = Api::namespaced(sim.client("a"), "ns");
     let alice = PatchParams::apply("alice");
     let bob = PatchParams::apply("bob");
-    cms.patch("cfg", &alice, &Patch::Apply(cm(json!({"a": "1", "b": "2"}))))
-        .await
-        .unwrap();
+    cms.patch(
+        "cfg",
+        &alice,
+        &Patch::Apply(cm(json!({"a": "1", "b": "2"}))),
+    )
+    .await
+    .unwrap();
     // Same value: shared ownership, no conflict.
     cms.patch("cfg", &bob, &Patch::Apply(cm(json!({"a": "1", "c": "3"}))))
         .await
@@ -110,7 +120,10 @@ async fn server_side_apply_tracks_ownership() {
             .unwrap_err(),
     );
     assert_eq!((c, reason.as_str()), (409, "Conflict"));
-    assert!(message.contains("conflict with \"alice\": .data.b"), "{message}");
+    assert!(
+        message.contains("conflict with \"alice\": .data.b"),
+        "{message}"
+    );
     // Nothing changed.
     let data = cms.get("cfg").await.unwrap().data.unwrap();
     assert_eq!(data.get("b").map(String::as_str), Some("2"));
@@ -180,7 +193,10 @@ async fn status_subresource_and_generation() {
     let pp = PatchParams::apply("op").force();
     let created = mds.patch("iris", &pp, &Patch::Apply(md(1))).await.unwrap();
     assert_eq!(created.metadata.generation, Some(1));
-    assert!(created.status.is_none(), "status is ignored on the main resource");
+    assert!(
+        created.status.is_none(),
+        "status is ignored on the main resource"
+    );
 
     let status = json!({"apiVersion": "mooring.dev/v1alpha1", "kind": "ModelDeployment",
         "spec": {"replicas": 7}, "status": {"resolvedVersion": "1"}});
@@ -190,7 +206,11 @@ async fn status_subresource_and_generation() {
         .unwrap();
     assert_eq!(after.status.unwrap().resolved_version.as_deref(), Some("1"));
     assert_eq!(after.spec.replicas, 1, "spec is ignored on /status");
-    assert_eq!(after.metadata.generation, Some(1), "a status write keeps the generation");
+    assert_eq!(
+        after.metadata.generation,
+        Some(1),
+        "a status write keeps the generation"
+    );
 
     let changed = mds.patch("iris", &pp, &Patch::Apply(md(3))).await.unwrap();
     assert_eq!(changed.metadata.generation, Some(2));
@@ -207,7 +227,11 @@ async fn status_subresource_and_generation() {
         )
         .await
         .unwrap();
-    assert_eq!(labelled.metadata.generation, Some(2), "metadata does not count");
+    assert_eq!(
+        labelled.metadata.generation,
+        Some(2),
+        "metadata does not count"
+    );
     let writes = sim.count(|r| {
         r.subresource.as_deref() == Some("status") && r.verb == Verb::Apply && r.succeeded()
     });
@@ -237,17 +261,32 @@ async fn list_with_selectors_across_namespaces() {
         v.sort();
         v
     };
-    assert_eq!(names(all.list(&ListParams::default()).await.unwrap()).len(), 3);
     assert_eq!(
-        names(all.list(&ListParams::default().labels("app=web")).await.unwrap()),
+        names(all.list(&ListParams::default()).await.unwrap()).len(),
+        3
+    );
+    assert_eq!(
+        names(
+            all.list(&ListParams::default().labels("app=web"))
+                .await
+                .unwrap()
+        ),
         vec!["one", "three"]
     );
     assert_eq!(
-        names(all.list(&ListParams::default().labels("app in (web,api),!tier")).await.unwrap()),
+        names(
+            all.list(&ListParams::default().labels("app in (web,api),!tier"))
+                .await
+                .unwrap()
+        ),
         vec!["three", "two"]
     );
     assert_eq!(
-        names(all.list(&ListParams::default().labels("app!=web")).await.unwrap()),
+        names(
+            all.list(&ListParams::default().labels("app!=web"))
+                .await
+                .unwrap()
+        ),
         vec!["two"]
     );
     let a: Api<ConfigMap> = Api::namespaced(client.clone(), "a");
@@ -256,7 +295,11 @@ async fn list_with_selectors_across_namespaces() {
         vec!["one"]
     );
     assert_eq!(
-        names(all.list(&ListParams::default().fields("metadata.name=two")).await.unwrap()),
+        names(
+            all.list(&ListParams::default().fields("metadata.name=two"))
+                .await
+                .unwrap()
+        ),
         vec!["two"]
     );
     assert_eq!(sim.list::<ConfigMap>(Some("b")).len(), 1);
@@ -267,11 +310,25 @@ async fn unavailable_for_one_client_only() {
     let sim = Sim::new();
     let a: Api<ConfigMap> = Api::namespaced(sim.client("a"), "ns");
     let b: Api<ConfigMap> = Api::namespaced(sim.client("b"), "ns");
-    sim.unavailable(Some("a"), Duration::from_secs(600), OutageKind::ConnectionError);
-    assert!(matches!(a.list(&ListParams::default()).await, Err(kube::Error::Service(_))));
+    sim.unavailable(
+        Some("a"),
+        Duration::from_secs(600),
+        OutageKind::ConnectionError,
+    );
+    assert!(matches!(
+        a.list(&ListParams::default()).await,
+        Err(kube::Error::Service(_))
+    ));
     b.list(&ListParams::default()).await.unwrap();
-    sim.unavailable(None, Duration::from_secs(60), OutageKind::ServiceUnavailable);
-    assert_eq!(code(b.list(&ListParams::default()).await.unwrap_err()).0, 503);
+    sim.unavailable(
+        None,
+        Duration::from_secs(60),
+        OutageKind::ServiceUnavailable,
+    );
+    assert_eq!(
+        code(b.list(&ListParams::default()).await.unwrap_err()).0,
+        503
+    );
     tokio::time::sleep(Duration::from_secs(61)).await;
     b.list(&ListParams::default()).await.unwrap();
     assert!(a.list(&ListParams::default()).await.is_err());
@@ -292,8 +349,20 @@ async fn injected_conflicts_rejections_and_latency() {
     sim.conflict_next_writes::<Lease>("ns", "l", 1);
     let mut l = leases.get("l").await.unwrap();
     l.spec.as_mut().unwrap().holder_identity = Some("b".into());
-    assert_eq!(code(leases.replace("l", &PostParams::default(), &l).await.unwrap_err()).0, 409);
-    leases.replace("l", &PostParams::default(), &l).await.unwrap();
+    assert_eq!(
+        code(
+            leases
+                .replace("l", &PostParams::default(), &l)
+                .await
+                .unwrap_err()
+        )
+        .0,
+        409
+    );
+    leases
+        .replace("l", &PostParams::default(), &l)
+        .await
+        .unwrap();
 
     sim.reject_writes::<Lease>("ns", "l", |body| {
         (body["spec"]["holderIdentity"] == "bad")
@@ -301,14 +370,22 @@ async fn injected_conflicts_rejections_and_latency() {
     });
     let mut l = leases.get("l").await.unwrap();
     l.spec.as_mut().unwrap().holder_identity = Some("bad".into());
-    let (c, reason, message) = code(leases.replace("l", &PostParams::default(), &l).await.unwrap_err());
+    let (c, reason, message) = code(
+        leases
+            .replace("l", &PostParams::default(), &l)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((c, reason.as_str()), (422, "Invalid"));
     assert_eq!(
         message,
         "Lease.coordination.k8s.io \"l\" is invalid: spec.holderIdentity: Invalid value: \"bad\": not allowed"
     );
     sim.clear_rejections();
-    leases.replace("l", &PostParams::default(), &l).await.unwrap();
+    leases
+        .replace("l", &PostParams::default(), &l)
+        .await
+        .unwrap();
 
     sim.set_latency(Some("a"), Duration::from_secs(3));
     let before = tokio::time::Instant::now();

@@ -109,11 +109,19 @@ async fn raw_watch_history_selectors_and_gone() {
     let rv = first.resource_version().unwrap();
     let mut moved = first.clone();
     moved.metadata.labels = Some([("app".to_string(), "y".to_string())].into());
-    cms.replace("c", &PostParams::default(), &moved).await.unwrap();
+    cms.replace("c", &PostParams::default(), &moved)
+        .await
+        .unwrap();
 
     // From the first version: the change takes it out of the selector, a DELETED.
     let wp = WatchParams::default().labels("app=x").timeout(10);
-    let events: Vec<WatchEvent<ConfigMap>> = cms.watch(&wp, &rv).await.unwrap().try_collect().await.unwrap();
+    let events: Vec<WatchEvent<ConfigMap>> = cms
+        .watch(&wp, &rv)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert!(
         matches!(events.as_slice(), [WatchEvent::Deleted(o), WatchEvent::Bookmark(_)] if o.name_any() == "c"),
         "{events:?}"
@@ -121,7 +129,13 @@ async fn raw_watch_history_selectors_and_gone() {
 
     // After compaction the old version is gone.
     sim.compact();
-    let events: Vec<WatchEvent<ConfigMap>> = cms.watch(&wp, &rv).await.unwrap().try_collect().await.unwrap();
+    let events: Vec<WatchEvent<ConfigMap>> = cms
+        .watch(&wp, &rv)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert!(
         matches!(events.as_slice(), [WatchEvent::Error(e)] if e.code == 410),
         "{events:?}"

@@ -30,9 +30,13 @@ fn deployment(version: &str, replicas: i32) -> serde_json::Value {
 }
 
 async fn apply(api: &Api<Deployment>, body: serde_json::Value) {
-    api.patch("web", &PatchParams::apply("test").force(), &Patch::Apply(body))
-        .await
-        .unwrap();
+    api.patch(
+        "web",
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .unwrap();
 }
 
 fn condition(d: &Deployment, t: &str) -> Option<(String, String)> {
@@ -84,8 +88,14 @@ async fn deployment_rolls_a_to_b_to_a_reusing_the_replicaset() {
     let d = sim.get::<Deployment>(NS, "web").unwrap();
     let status = d.status.clone().unwrap();
     assert_eq!(status.observed_generation, Some(1));
-    assert_eq!((status.ready_replicas, status.available_replicas), (Some(2), Some(2)));
-    assert_eq!(condition(&d, "Progressing").unwrap(), ("True".into(), "NewReplicaSetAvailable".into()));
+    assert_eq!(
+        (status.ready_replicas, status.available_replicas),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        condition(&d, "Progressing").unwrap(),
+        ("True".into(), "NewReplicaSetAvailable".into())
+    );
     assert_eq!(condition(&d, "Available").unwrap().0, "True");
 
     // To B: a new ReplicaSet; the old pods stay until the new ones are ready.
@@ -93,14 +103,20 @@ async fn deployment_rolls_a_to_b_to_a_reusing_the_replicaset() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let d = sim.get::<Deployment>(NS, "web").unwrap();
     assert_eq!(d.metadata.generation, Some(2));
-    assert_eq!(condition(&d, "Progressing").unwrap(), ("True".into(), "ReplicaSetUpdated".into()));
+    assert_eq!(
+        condition(&d, "Progressing").unwrap(),
+        ("True".into(), "ReplicaSetUpdated".into())
+    );
     assert_eq!(sim.list::<ReplicaSet>(Some(NS)).len(), 2);
     assert_eq!(sim.list::<Pod>(Some(NS)).len(), 4);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(pods_of(&sim, &rs_a).is_empty());
     let d = sim.get::<Deployment>(NS, "web").unwrap();
     assert_eq!(d.status.as_ref().unwrap().updated_replicas, Some(2));
-    assert_eq!(condition(&d, "Progressing").unwrap().1, "NewReplicaSetAvailable");
+    assert_eq!(
+        condition(&d, "Progressing").unwrap().1,
+        "NewReplicaSetAvailable"
+    );
 
     // Back to A: its ReplicaSet is scaled up again, no third one.
     apply(&api, deployment("a", 2)).await;
@@ -129,10 +145,23 @@ async fn crash_looping_template_exceeds_the_progress_deadline() {
         .into_iter()
         .filter(|p| p.annotations()["version"] == "bad")
         .collect();
-    let cs = &bad[0].status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+    let cs = &bad[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
     assert!(cs.restart_count >= 3, "{cs:?}");
     assert_eq!(
-        cs.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(),
+        cs.state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .as_ref()
+            .unwrap()
+            .reason
+            .as_deref(),
         Some("CrashLoopBackOff")
     );
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -155,7 +184,9 @@ async fn deleting_a_deployment_collects_its_replicasets_and_pods() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sim.list::<ReplicaSet>(Some(NS)).len(), 2);
     assert_eq!(sim.list::<Pod>(Some(NS)).len(), 3);
-    api.delete("web", &DeleteParams::background()).await.unwrap();
+    api.delete("web", &DeleteParams::background())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert!(sim.list::<ReplicaSet>(Some(NS)).is_empty());
     assert!(sim.list::<Pod>(Some(NS)).is_empty());
@@ -186,22 +217,26 @@ fn job_condition(j: &Job, t: &str) -> Option<(String, String)> {
 #[tokio::test(start_paused = true)]
 async fn jobs_succeed_fail_and_exceed_their_deadline() {
     let sim = Sim::new();
-    sim.set_pod_behaviour(|pod| match pod.labels().get("job-name").map(String::as_str) {
-        Some("ok") => PodBehaviour::Succeed {
-            after: Duration::from_secs(30),
-            termination_message: Some(r#"{"drift": false}"#.into()),
+    sim.set_pod_behaviour(
+        |pod| match pod.labels().get("job-name").map(String::as_str) {
+            Some("ok") => PodBehaviour::Succeed {
+                after: Duration::from_secs(30),
+                termination_message: Some(r#"{"drift": false}"#.into()),
+            },
+            Some("broken") => PodBehaviour::Fail {
+                after: Duration::from_secs(5),
+                exit_code: 2,
+                message: Some("boom".into()),
+            },
+            _ => PodBehaviour::Hang,
         },
-        Some("broken") => PodBehaviour::Fail {
-            after: Duration::from_secs(5),
-            exit_code: 2,
-            message: Some("boom".into()),
-        },
-        _ => PodBehaviour::Hang,
-    });
+    );
     let jobs: Api<Job> = Api::namespaced(sim.client("t"), NS);
     let pp = PatchParams::apply("test");
     for (name, deadline) in [("ok", None), ("broken", None), ("stuck", Some(600))] {
-        jobs.patch(name, &pp, &Patch::Apply(job(name, deadline))).await.unwrap();
+        jobs.patch(name, &pp, &Patch::Apply(job(name, deadline)))
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_secs(10)).await;
     let ok = sim.get::<Job>(NS, "ok").unwrap();
@@ -222,7 +257,12 @@ async fn jobs_succeed_fail_and_exceed_their_deadline() {
     assert_eq!(pod.labels()["controller-uid"], ok.uid().unwrap());
     let status = pod.status.unwrap();
     assert_eq!(status.phase.as_deref(), Some("Succeeded"));
-    let terminated = status.container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+    let terminated = status.container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
     assert_eq!(terminated.exit_code, 0);
     assert_eq!(terminated.reason.as_deref(), Some("Completed"));
     assert_eq!(terminated.message.as_deref(), Some(r#"{"drift": false}"#));
@@ -230,14 +270,20 @@ async fn jobs_succeed_fail_and_exceed_their_deadline() {
     // backoffLimit 1: two failed pods (the second after a 10 s back-off), then Failed.
     tokio::time::sleep(Duration::from_secs(60)).await;
     let broken = sim.get::<Job>(NS, "broken").unwrap();
-    assert_eq!(job_condition(&broken, "Failed").unwrap().1, "BackoffLimitExceeded");
+    assert_eq!(
+        job_condition(&broken, "Failed").unwrap().1,
+        "BackoffLimitExceeded"
+    );
     assert_eq!(broken.status.as_ref().unwrap().failed, Some(2));
 
     let stuck = sim.get::<Job>(NS, "stuck").unwrap();
     assert!(job_condition(&stuck, "Failed").is_none());
     tokio::time::sleep(Duration::from_secs(600)).await;
     let stuck = sim.get::<Job>(NS, "stuck").unwrap();
-    assert_eq!(job_condition(&stuck, "Failed").unwrap().1, "DeadlineExceeded");
+    assert_eq!(
+        job_condition(&stuck, "Failed").unwrap().1,
+        "DeadlineExceeded"
+    );
     assert!(
         sim.list::<Pod>(Some(NS))
             .iter()

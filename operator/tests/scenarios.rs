@@ -84,28 +84,42 @@ async fn iris_example_becomes_ready() {
     .unwrap();
     md.spec.registry.local.as_mut().unwrap().path = registry.path().display().to_string();
     let mds: Api<ModelDeployment> = Api::namespaced(sim.client("user"), NAMESPACE);
-    mds.patch("iris", &PatchParams::apply("kubectl").force(), &Patch::Apply(&md))
-        .await
-        .expect("apply the example");
+    mds.patch(
+        "iris",
+        &PatchParams::apply("kubectl").force(),
+        &Patch::Apply(&md),
+    )
+    .await
+    .expect("apply the example");
 
-    eventually(Duration::from_secs(300), "iris Ready=True on version 1", || {
-        sim.get::<ModelDeployment>(NAMESPACE, "iris")
-            .and_then(|md| md.status)
-            .is_some_and(|s| {
-                s.resolved_version.as_deref() == Some("1")
-                    && s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-            })
-    })
+    eventually(
+        Duration::from_secs(300),
+        "iris Ready=True on version 1",
+        || {
+            sim.get::<ModelDeployment>(NAMESPACE, "iris")
+                .and_then(|md| md.status)
+                .is_some_and(|s| {
+                    s.resolved_version.as_deref() == Some("1")
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+        },
+    )
     .await;
-    let deployment = sim.get::<Deployment>(NAMESPACE, "iris").expect("the Deployment");
+    let deployment = sim
+        .get::<Deployment>(NAMESPACE, "iris")
+        .expect("the Deployment");
     assert_eq!(
         deployment.spec.unwrap().replicas,
         Some(2),
         "replicas from the example"
     );
-    assert!(sim.get::<Service>(NAMESPACE, "iris").is_some(), "the Service");
-    let applies = sim.count(|r| r.client == "operator" && r.field_manager.as_deref() == Some(FIELD_MANAGER));
+    assert!(
+        sim.get::<Service>(NAMESPACE, "iris").is_some(),
+        "the Service"
+    );
+    let applies =
+        sim.count(|r| r.client == "operator" && r.field_manager.as_deref() == Some(FIELD_MANAGER));
     assert!(applies > 0);
 }
