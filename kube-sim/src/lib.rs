@@ -91,6 +91,7 @@ use serde_json::Value;
 
 pub use controllers::PodBehaviour;
 pub use log::{Request, Verb};
+pub use server::{SimBody, SimService};
 pub use store::Key;
 
 use store::{Clock, Store};
@@ -230,6 +231,11 @@ impl Sim {
         )
     }
 
+    /// The service behind [`Sim::client`], to wrap in tower layers of one's own.
+    pub fn service(&self, identity: &str) -> SimService {
+        server::SimService::new(self.inner.clone(), identity)
+    }
+
     /// The current virtual wall time (a fixed [`EPOCH`] plus tokio's elapsed time): hand it
     /// to the code under test as its clock.
     pub fn now(&self) -> jiff::Timestamp {
@@ -272,8 +278,26 @@ impl Sim {
     }
 
     /// Create or overwrite an object directly, status included, as no client would (e.g. a
-    /// Secret, or a Deployment owned by someone else). Returns it as stored.
+    /// Secret, or a Deployment with a status). Returns it as stored. No field manager owns
+    /// what it sets (see [`Sim::put_as`]). Owner references must name live objects, or the
+    /// garbage collector deletes it at once, as in a real cluster.
     pub fn put<K>(&self, object: &K) -> K
+    where
+        K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+    {
+        self.put_with(None, object)
+    }
+
+    /// [`Sim::put`], with `manager` owning the fields it changes (an `Update`, like a
+    /// `kubectl edit`): a later apply of them by another manager conflicts unless forced.
+    pub fn put_as<K>(&self, manager: &str, object: &K) -> K
+    where
+        K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+    {
+        self.put_with(Some(manager), object)
+    }
+
+    fn put_with<K>(&self, manager: Option<&str>, object: &K) -> K
     where
         K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
     {
@@ -281,10 +305,20 @@ impl Sim {
         let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
         let name = meta.name.clone().expect("put: the object needs a name");
         let key = key_of::<K>(&namespace, &name);
-        let value = serde_json::to_value(object).expect("serializable");
-        let stored = self.inner.mutate(|s| match s.store.get(&key) {
-            Some(_) => s.store.update(&key, value).unwrap_or(Value::Null),
-            None => s.store.insert(key.clone(), value),
+        let mut value = serde_json::to_value(object).expect("serializable");
+        let stored = self.inner.mutate(|s| {
+            let old = s.store.get(&key).cloned();
+            if let Some(manager) = manager {
+                if let Some(old) = &old {
+                    value["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
+                }
+                let now = s.store.now();
+                server::write::record_update(old.as_ref(), &mut value, manager, None, &now);
+            }
+            match old {
+                Some(_) => s.store.update(&key, value).unwrap_or(Value::Null),
+                None => s.store.insert(key.clone(), value),
+            }
         });
         serde_json::from_value(stored).expect("stored object deserializes")
     }

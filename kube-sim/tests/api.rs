@@ -415,3 +415,115 @@ async fn finalizers_delay_deletion() {
     .unwrap();
     assert!(cms.get_opt("f").await.unwrap().is_none());
 }
+
+fn web(env: serde_json::Value, annotations: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "annotations": annotations},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "main", "image": "web:1", "env": env}]},
+            },
+        },
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn apply_merges_named_lists_and_removes_what_is_no_longer_applied() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let sim = Sim::new();
+    let api: Api<Deployment> = Api::namespaced(sim.client("t"), "ns");
+    let op = PatchParams::apply("op").force();
+    api.patch(
+        "web",
+        &op,
+        &Patch::Apply(web(
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]),
+            json!({"keep": "x", "request": "rollback"}),
+        )),
+    )
+    .await
+    .unwrap();
+    // Someone else adds an env var to the same container (merged by name).
+    api.patch(
+        "web",
+        &PatchParams::apply("sidecar-injector"),
+        &Patch::Apply(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"template": {"spec": {"containers": [{"name": "main", "env": [{"name": "C", "value": "3"}]}]}}},
+        })),
+    )
+    .await
+    .unwrap();
+    // The operator stops applying B and the annotation `request`.
+    let d = api
+        .patch(
+            "web",
+            &op,
+            &Patch::Apply(web(
+                json!([{"name": "A", "value": "1"}]),
+                json!({"keep": "x"}),
+            )),
+        )
+        .await
+        .unwrap();
+    let container = &d
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let env: Vec<&str> = container
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(env, vec!["A", "C"]);
+    assert_eq!(container.image.as_deref(), Some("web:1"));
+    assert!(d.annotations().contains_key("keep"));
+    assert!(
+        !d.annotations().contains_key("request"),
+        "the annotation no longer applied is gone"
+    );
+    assert_eq!(d.metadata.generation, Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn put_as_owns_fields_and_strategic_merge_is_a_merge() {
+    let sim = Sim::new();
+    let cms: Api<ConfigMap> = Api::namespaced(sim.client("t"), "ns");
+    sim.put_as(
+        "kubectl-edit",
+        &serde_json::from_value::<ConfigMap>(
+            json!({"metadata": {"name": "cfg", "namespace": "ns"}, "data": {"a": "1"}}),
+        )
+        .unwrap(),
+    );
+    let (c, _, message) = code(
+        cms.patch(
+            "cfg",
+            &PatchParams::apply("op"),
+            &Patch::Apply(cm(json!({"a": "2"}))),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(c, 409);
+    assert!(message.contains("kubectl-edit"), "{message}");
+    cms.patch(
+        "cfg",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"data": {"b": "2"}})),
+    )
+    .await
+    .unwrap();
+    let data = cms.get("cfg").await.unwrap().data.unwrap();
+    assert_eq!(data.len(), 2);
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, PostParams, WatchEvent, WatchParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use mooring_kube_sim::{Sim, Verb};
 use serde_json::json;
@@ -140,4 +140,61 @@ async fn raw_watch_history_selectors_and_gone() {
         matches!(events.as_slice(), [WatchEvent::Error(e)] if e.code == 410),
         "{events:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn streaming_list_watcher_gets_the_initial_state() {
+    let sim = Sim::new();
+    let cms: Api<ConfigMap> = Api::namespaced(sim.client("w"), "ns");
+    cms.create(&PostParams::default(), &cm("one", json!({})))
+        .await
+        .unwrap();
+    let mut stream = watcher(cms.clone(), watcher::Config::default().streaming_lists()).boxed();
+    assert!(matches!(next(&mut stream).await, watcher::Event::Init));
+    assert!(
+        matches!(next(&mut stream).await, watcher::Event::InitApply(o) if o.name_any() == "one")
+    );
+    assert!(matches!(next(&mut stream).await, watcher::Event::InitDone));
+    cms.create(&PostParams::default(), &cm("two", json!({})))
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut stream).await, watcher::Event::Apply(o) if o.name_any() == "two"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn watcher_of_a_partitioned_client_catches_up_after_the_outage() {
+    let sim = Sim::new();
+    let cms: Api<ConfigMap> = Api::namespaced(sim.client("w"), "ns");
+    let other: Api<ConfigMap> = Api::namespaced(sim.client("other"), "ns");
+    let mut stream = watcher(cms.clone(), watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    assert!(matches!(next(&mut stream).await, watcher::Event::Init));
+    assert!(matches!(next(&mut stream).await, watcher::Event::InitDone));
+    sim.unavailable(
+        Some("w"),
+        Duration::from_secs(600),
+        mooring_kube_sim::OutageKind::ConnectionError,
+    );
+    let started = tokio::time::Instant::now();
+    other
+        .create(&PostParams::default(), &cm("during", json!({})))
+        .await
+        .unwrap();
+    // The watch ended; the retries fail until the outage is over, then the change arrives.
+    let seen = loop {
+        match next(&mut stream).await {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => break o,
+            _ => continue,
+        }
+    };
+    assert_eq!(seen.name_any(), "during");
+    assert!(started.elapsed() >= Duration::from_secs(600));
+    assert!(
+        started.elapsed() < Duration::from_secs(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let failed = sim.count(|r| r.client == "w" && r.code == 0);
+    assert!((3..200).contains(&failed), "{failed} failed requests");
 }

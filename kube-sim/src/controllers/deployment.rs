@@ -292,6 +292,7 @@ pub(super) fn replicaset_controller(state: &mut State, ids: &Ids) {
                 meta = json!({});
             }
             meta["name"] = json!(name);
+            meta["generateName"] = json!(format!("{}-", key.name));
             meta["ownerReferences"] = json!([owner_ref(&rs, "ReplicaSet", "apps/v1")]);
             let pod = json!({
                 "metadata": meta,

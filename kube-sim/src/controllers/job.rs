@@ -106,6 +106,7 @@ pub(super) fn job_controller(state: &mut State, ids: &Ids) {
                     meta = json!({});
                 }
                 meta["name"] = json!(name);
+                meta["generateName"] = json!(format!("{}-", key.name));
                 for label in ["job-name", "batch.kubernetes.io/job-name"] {
                     meta["labels"][label] = json!(key.name);
                 }

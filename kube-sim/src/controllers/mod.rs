@@ -142,7 +142,11 @@ pub(crate) fn run(state: &mut State) {
         jobs,
     };
     state.controllers.next_wake = None;
-    for _ in 0..50 {
+    for pass in 0.. {
+        if pass == 50 {
+            tracing::warn!("the simulated controllers did not settle after 50 passes");
+            break;
+        }
         let rv = state.store.rv;
         state.store.collect_garbage();
         deployment::deployment_controller(state, &ids);

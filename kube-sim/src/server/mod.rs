@@ -20,12 +20,15 @@ use crate::store::Key;
 use crate::{Inner, OutageKind, State};
 
 mod watch;
-mod write;
+pub(crate) mod write;
 
+/// The response body: JSON, or a stream of watch events.
 pub type SimBody = UnsyncBoxBody<Bytes, Infallible>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The simulated API server as one client sees it.
+/// The simulated API server as one client sees it: a tower `Service` for
+/// [`kube::Client::new`] (its response body is a streaming body rather than
+/// `kube::client::Body`, which cannot be built streaming outside kube).
 #[derive(Clone)]
 pub struct SimService {
     inner: Arc<Inner>,
@@ -33,7 +36,7 @@ pub struct SimService {
 }
 
 impl SimService {
-    pub fn new(inner: Arc<Inner>, client: &str) -> Self {
+    pub(crate) fn new(inner: Arc<Inner>, client: &str) -> Self {
         SimService {
             inner,
             client: client.into(),
@@ -248,6 +251,24 @@ async fn handle(
                 return Ok(e.response());
             }
         }
+    }
+
+    let unsupported = if parsed.query.get("dryRun").is_some() {
+        Some("dry runs are not simulated")
+    } else if parts
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata") || a.contains("as=Table"))
+    {
+        Some("metadata-only and table responses are not simulated")
+    } else {
+        None
+    };
+    if let Some(why) = unsupported {
+        let e = ApiError::bad_request(format!("mooring-kube-sim: {why}"));
+        record(400);
+        return Ok(e.response());
     }
 
     let response = match (&parsed.target, verb) {

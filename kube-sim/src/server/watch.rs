@@ -153,19 +153,42 @@ pub(super) fn watch(
         .unwrap_or(1800);
     let state = inner.lock();
     let mut pending = VecDeque::new();
+    let streaming = p
+        .query
+        .get("sendInitialEvents")
+        .is_some_and(|s| s == "true");
     let rv = match p.query.get("resourceVersion").map(String::as_str) {
-        None | Some("") | Some("0") => {
-            // Start with the current state, as synthetic ADDED events.
+        None | Some("") | Some("0") => None,
+        Some(rv) => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+        ),
+    };
+    let rv = match rv {
+        Some(rv) if !streaming => rv,
+        _ => {
+            // Start with the current state, as synthetic ADDED events; a streaming list ends
+            // them with the bookmark kube's watcher waits for.
             for (_, v) in state.store.list(*resource, namespace.as_deref()) {
                 if selector.matches(&v) {
                     pending.push_back(event("ADDED", &v));
                 }
             }
+            if streaming {
+                let rt = resources::get(*resource);
+                pending.push_back(event(
+                    "BOOKMARK",
+                    &json!({
+                        "kind": rt.kind, "apiVersion": rt.api_version(),
+                        "metadata": {
+                            "resourceVersion": state.store.rv.to_string(),
+                            "annotations": {"k8s.io/initial-events-end": "true"},
+                        },
+                    }),
+                ));
+            }
             state.store.rv
         }
-        Some(rv) => rv
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
     };
     let ws = WatchState {
         inner: inner.clone(),

@@ -95,7 +95,7 @@ fn mask(rt: &ResourceType, old: Option<&Value>, mut new: Value, sub: Option<&str
 
 /// Record an update operation by `manager`: it owns what it changed; nobody owns what is
 /// gone.
-fn record_update(
+pub(crate) fn record_update(
     old: Option<&Value>,
     new: &mut Value,
     manager: &str,
