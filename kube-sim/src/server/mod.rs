@@ -253,7 +253,7 @@ async fn handle(
         }
     }
 
-    let unsupported = if parsed.query.get("dryRun").is_some() {
+    let unsupported = if parsed.query.contains_key("dryRun") {
         Some("dry runs are not simulated")
     } else if parts
         .headers
