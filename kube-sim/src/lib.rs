@@ -1,23 +1,30 @@
 //! A simulated Kubernetes cluster for tests: an in-memory, stateful API server behind
 //! [`kube::Client`], with simulated Deployment, ReplicaSet, Job and kubelet controllers, a
-//! garbage collector, fault injection and virtual time.
+//! garbage collector, fault injection and virtual time. A dev-dependency only.
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use k8s_openapi::api::apps::v1::Deployment;
-//! use mooring_kube_sim::{PodBehaviour, Sim};
 //! use std::time::Duration;
+//! use k8s_openapi::api::apps::v1::Deployment;
+//! use mooring_kube_sim::{OutageKind, PodBehaviour, Sim, Verb};
 //!
+//! // In `#[tokio::test(start_paused = true)]`: every wait is virtual, an hour takes
+//! // milliseconds.
 //! let sim = Sim::new();
-//! // A real kube Client; each client has an identity for fault injection and the log.
-//! let client = sim.client("operator");
+//! // Real kube Clients; the identity names the client in the log, is its default field
+//! // manager, and is what per-client faults target.
+//! let client = sim.client("operator-a");
 //! sim.set_pod_behaviour(|pod| match pod.metadata.annotations.as_ref().and_then(|a| a.get("v")) {
 //!     Some(v) if v == "bad" => PodBehaviour::CrashLoop,
 //!     _ => PodBehaviour::Ready { after: Duration::from_secs(5) },
 //! });
-//! // ... run the code under test with `client`, in `#[tokio::test(start_paused = true)]` ...
+//! // ... run the code under test with `client` ...
+//! sim.unavailable(Some("operator-a"), Duration::from_secs(600), OutageKind::ConnectionError);
+//! tokio::time::sleep(Duration::from_secs(3600)).await;
 //! let d: Option<Deployment> = sim.get("default", "web");
-//! let writes = sim.requests().iter().filter(|r| r.is_write() && r.subresource.as_deref() == Some("status")).count();
+//! let status_writes = sim.count(|r| {
+//!     r.client == "operator-a" && r.is_write() && r.subresource.as_deref() == Some("status")
+//! });
 //! # }
 //! ```
 //!
@@ -25,50 +32,62 @@
 //! - Objects of the types in [`resources::RESOURCES`] (the Mooring CRDs, Deployments,
 //!   ReplicaSets, Pods, Services, Secrets, ConfigMaps, Jobs, Leases, Events (core and
 //!   `events.k8s.io`), HPAs, PDBs, ServiceAccounts, PVCs), all namespaced, stored as JSON.
-//! - `resourceVersion` (one global counter), `uid`, `creationTimestamp` (virtual wall
-//!   time: a fixed base plus tokio's elapsed time), `generation` (starts at 1, bumped on any
-//!   change outside `metadata` and `status`), `generateName`, finalizers and
-//!   `deletionTimestamp`, owner references and background garbage collection (transitive;
-//!   `propagationPolicy=Orphan` orphans instead; `Foreground` is treated as background).
+//! - `resourceVersion` (one global counter; a write that changes nothing is no write),
+//!   `uid`, `creationTimestamp` (virtual wall time: [`EPOCH`] plus tokio's elapsed time, see
+//!   [`Sim::now`]), `generation` (starts at 1, bumped on any change outside `metadata` and
+//!   `status`), `generateName`, finalizers and `deletionTimestamp`, owner references and
+//!   background garbage collection (transitive, immediate; `propagationPolicy=Orphan`
+//!   orphans instead; `Foreground` is treated as background).
 //! - The `status` subresource for the types that have one: writes to the main resource keep
 //!   the stored status, writes to `/status` change only the status.
 //! - Verbs: get, list (label selectors `=`, `==`, `!=`, `in`, `notin`, exists, `!`; field
-//!   selectors on `metadata.name`/`metadata.namespace`; across namespaces), watch (history
-//!   after a resourceVersion, selectors incl. objects entering/leaving them, bookmarks,
-//!   `timeoutSeconds` in virtual time, `410 Gone` as an `ERROR` event for a compacted
-//!   resourceVersion), create, replace (optimistic concurrency: `409 Conflict` on a stale
-//!   `resourceVersion`), patch (server-side apply, JSON merge patch, strategic merge patch
-//!   *as a JSON merge patch*, JSON patch), delete (with `preconditions.resourceVersion`),
-//!   `GET /version`.
+//!   selectors on `metadata.name`/`metadata.namespace`; across namespaces), watch (the
+//!   history after a resourceVersion, then live changes; selectors, with objects leaving or
+//!   entering them seen as DELETED/ADDED; a bookmark at the end; `timeoutSeconds` in virtual
+//!   time; `sendInitialEvents` streaming lists; `410 Gone` as an `ERROR` event for a
+//!   compacted resourceVersion), create (`409 AlreadyExists`), replace (`409 Conflict` on a
+//!   stale `resourceVersion`), patch (server-side apply, JSON merge patch, strategic merge
+//!   patch *treated as a JSON merge patch*, JSON patch), delete (with `preconditions`),
+//!   `GET /version`. Errors are `Status` objects with the real reasons and messages, so kube
+//!   maps them to `kube::Error::Api`.
 //! - Server-side apply, simplified: ownership of leaf fields per (manager, operation,
-//!   subresource), kept in `metadata.managedFields` as `FieldsV1`; conflicts with other
-//!   managers owning a field with a different value (`409`, unless `force`); removal of
-//!   fields a manager applied before and no longer applies (unless someone else owns them);
-//!   updates (create/replace/merge patch) take ownership of the fields they change, the
-//!   manager being `fieldManager` or else the client's identity. Lists are atomic except
-//!   lists of objects that all have a `name` (containers, env, ports, volumes, ...), merged
-//!   by `name`, and `conditions`, merged by `type` (see [`fields`]).
-//! - Simulated controllers, run synchronously after every write and on timers (so the
-//!   cluster state is deterministic for a given sequence of requests and time):
-//!   Deployment → ReplicaSet (`<name>-<template hash>`, reused when a template comes back)
-//!   → Pods; kubelet (pod status from a [`PodBehaviour`] chosen by a user function); Job →
-//!   Pod; garbage collection. See [`controllers`] for the simplifications.
-//! - Fault injection: unavailability (503 or connection error, for all clients or one),
-//!   `409 Conflict` on the next N writes of an object, `422 Invalid` for writes of an object
-//!   while a predicate on the body holds, per-client latency, ending every open watch with
-//!   `410 Gone`.
-//! - Observation: typed get/list, direct puts and deletes, the request log.
+//!   subresource), kept in `metadata.managedFields` as `FieldsV1`; a `409` conflict when
+//!   another manager owns a field with a different value (unless `force`, which takes it
+//!   over); removal of fields a manager applied before and no longer applies (unless someone
+//!   else owns them too); updates (create, replace, merge/JSON patch) take ownership of the
+//!   fields they change, the manager being `fieldManager` or else the client's identity.
+//!   Lists are atomic except lists of objects that all have a `name` (containers, env,
+//!   ports, volumes, volumeMounts, ...), merged by `name`, and `conditions`, merged by
+//!   `type` (see [`fields`]).
+//! - Simulated controllers, run synchronously after every write and when their timers fire,
+//!   so the cluster state is deterministic for a given sequence of requests and virtual
+//!   time: Deployment → ReplicaSet (`<name>-<template hash>`, reused when a template comes
+//!   back) → Pods; the kubelet (pod status from a [`PodBehaviour`] chosen by a user
+//!   function: ready after a delay, crash loop, pending, image pull error, succeed/fail with
+//!   a termination message, hang); Job → Pod; garbage collection. See [`controllers`] for
+//!   their simplifications.
+//! - Fault injection: unavailability (503 or connection error, for every client or one;
+//!   its open watches end), `409 Conflict` on the next N writes of an object, `422 Invalid`
+//!   with the API server's message for writes of an object while a predicate on the body
+//!   holds, latency per client, every open watch ended with `410 Gone`, compaction.
+//! - Observation: typed [`Sim::get`]/[`Sim::list`], [`Sim::put`]/[`Sim::put_as`]/
+//!   [`Sim::delete`] behind the clients' backs, [`Sim::events`], the request log
+//!   ([`Sim::requests`], [`Sim::count`], [`Sim::request_counts`]).
 //!
 //! # What it does not model
-//! No admission (webhooks, defaulting, validation or OpenAPI schema checks beyond JSON
-//! well-formedness), no RBAC or authentication, no scheduler or nodes, no real strategic
-//! merge (no `$patch` directives, no per-field merge keys beyond the rule above), no
-//! `managedFields` written by clients (they are ignored), no field validation, no paging
-//! (`limit` is ignored, everything comes in one page), no `deletecollection`, no
-//! `resourceVersionMatch` semantics (lists always return the latest state), no
-//! `sendInitialEvents` streaming lists, no discovery endpoints, no cluster-scoped types,
-//! no scale subresource, no CRD installation (the Mooring types are built in), no
-//! HPA/PDB/Service/endpoint controllers, no exact maxSurge/maxUnavailable or minReadySeconds.
+//! No admission (webhooks, defaulting, immutable fields such as a Job's template, schema
+//! validation: any JSON object is accepted), no RBAC or authentication, no namespaces as
+//! objects and no cluster-scoped types, no scheduler or nodes, no real strategic merge (no
+//! `$patch` directives or per-field merge keys beyond the rule above), no `managedFields`
+//! written by clients (ignored), no field validation, no dry run and no metadata-only or
+//! table responses (both answered `400`), no paging (`limit` is ignored: one page), no
+//! `deletecollection`, no `resourceVersionMatch` (lists return the latest state), no
+//! periodic bookmarks, no discovery endpoints, no scale subresource, no CRD installation
+//! (the Mooring types are built in), no HPA/PDB/Service/Endpoints controllers, no exact
+//! maxSurge/maxUnavailable, minReadySeconds or graceful pod termination.
+//!
+//! The closures given to the simulator ([`Sim::set_pod_behaviour`], [`Sim::reject_writes`])
+//! run while it holds its lock: they must not call back into the [`Sim`].
 
 #![forbid(unsafe_code)]
 
@@ -80,6 +99,7 @@ pub mod select;
 mod server;
 mod store;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -334,6 +354,36 @@ impl Sim {
     /// Every request so far, in order.
     pub fn requests(&self) -> Vec<Request> {
         self.inner.lock().log.clone()
+    }
+
+    /// How many requests so far, by (client, verb, resource, subresource).
+    pub fn request_counts(&self) -> BTreeMap<(String, Verb, String, Option<String>), usize> {
+        let mut counts = BTreeMap::new();
+        for r in self.inner.lock().log.iter() {
+            *counts
+                .entry((
+                    r.client.clone(),
+                    r.verb,
+                    r.resource.clone(),
+                    r.subresource.clone(),
+                ))
+                .or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// The `events.k8s.io/v1` Events recorded so far (what kube's `Recorder` writes), in
+    /// the order they were last written.
+    pub fn events(&self) -> Vec<k8s_openapi::api::events::v1::Event> {
+        let mut events: Vec<k8s_openapi::api::events::v1::Event> = self.list(None);
+        events.sort_by_key(|e| {
+            e.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|rv| rv.parse::<u64>().ok())
+                .unwrap_or(0)
+        });
+        events
     }
 
     /// How many requests so far match `f`.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// The verb of a request, as in the API server's audit log (`Apply` is a server-side apply
 /// patch, `Patch` any other patch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Verb {
     Get,
     List,

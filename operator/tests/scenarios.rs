@@ -122,4 +122,8 @@ async fn iris_example_becomes_ready() {
     let applies =
         sim.count(|r| r.client == "operator" && r.field_manager.as_deref() == Some(FIELD_MANAGER));
     assert!(applies > 0);
+    assert!(
+        !sim.events().is_empty(),
+        "the transitions are reported as Events"
+    );
 }
