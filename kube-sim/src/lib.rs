@@ -279,7 +279,10 @@ impl Sim {
     {
         let key = key_of::<K>(namespace, name);
         let value = self.inner.lock().store.get(&key).cloned()?;
-        Some(serde_json::from_value(value).expect("stored object deserializes"))
+        Some(
+            serde_json::from_value(value.clone())
+                .unwrap_or_else(|e| panic!("stored object deserializes: {e}: {value:#}")),
+        )
     }
 
     /// All objects of a type, in one namespace or (`None`) all.

@@ -182,7 +182,7 @@ fn md(replicas: i32) -> serde_json::Value {
         "metadata": {"name": "iris"},
         "spec": {"model": {"name": "iris-classifier", "alias": "production"},
                  "registry": {"local": {"path": "/models"}}, "replicas": replicas},
-        "status": {"resolvedVersion": "ignored"},
+        "status": {"version": "ignored"},
     })
 }
 
@@ -199,12 +199,12 @@ async fn status_subresource_and_generation() {
     );
 
     let status = json!({"apiVersion": "mooring.dev/v1alpha1", "kind": "ModelDeployment",
-        "spec": {"replicas": 7}, "status": {"resolvedVersion": "1"}});
+        "spec": {"replicas": 7}, "status": {"version": "1"}});
     let after = mds
         .patch_status("iris", &pp, &Patch::Apply(&status))
         .await
         .unwrap();
-    assert_eq!(after.status.unwrap().resolved_version.as_deref(), Some("1"));
+    assert_eq!(after.status.unwrap().version.as_deref(), Some("1"));
     assert_eq!(after.spec.replicas, 1, "spec is ignored on /status");
     assert_eq!(
         after.metadata.generation,
@@ -215,7 +215,7 @@ async fn status_subresource_and_generation() {
     let changed = mds.patch("iris", &pp, &Patch::Apply(md(3))).await.unwrap();
     assert_eq!(changed.metadata.generation, Some(2));
     assert_eq!(
-        changed.status.unwrap().resolved_version.as_deref(),
+        changed.status.unwrap().version.as_deref(),
         Some("1"),
         "the status is kept"
     );
@@ -526,4 +526,39 @@ async fn put_as_owns_fields_and_strategic_merge_is_a_merge() {
     .unwrap();
     let data = cms.get("cfg").await.unwrap().data.unwrap();
     assert_eq!(data.len(), 2);
+}
+
+/// A map whose fields a manager stops applying goes entirely (as the API server removes a
+/// map the manager owned alone), instead of lingering as `{}` that no longer parses as the
+/// type (found by the operator's rollback-pin scenarios).
+#[tokio::test(start_paused = true)]
+async fn apply_removes_a_map_it_no_longer_applies() {
+    let sim = Sim::new();
+    let cms: Api<ConfigMap> = Api::namespaced(sim.client("a"), "ns");
+    let params = PatchParams::apply("op");
+    let body = |labels: serde_json::Value| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "cfg", "labels": labels, "annotations": {"keep": "1"}}})
+    };
+    cms.patch(
+        "cfg",
+        &params,
+        &Patch::Apply(body(json!({"pin": "1", "by": "x"}))),
+    )
+    .await
+    .unwrap();
+    let dropped = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": "cfg", "annotations": {"keep": "1"}}});
+    cms.patch("cfg", &params, &Patch::Apply(dropped))
+        .await
+        .unwrap();
+    let got = cms.get("cfg").await.unwrap();
+    assert_eq!(got.metadata.labels, None, "no empty map left behind");
+    assert_eq!(got.metadata.annotations.unwrap()["keep"], "1");
+    // An empty map the manager does apply stays.
+    cms.patch("cfg", &params, &Patch::Apply(body(json!({}))))
+        .await
+        .unwrap();
+    let raw = sim.get::<ConfigMap>("ns", "cfg").unwrap();
+    assert_eq!(raw.metadata.annotations.unwrap()["keep"], "1");
 }

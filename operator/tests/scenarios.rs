@@ -99,7 +99,7 @@ async fn iris_example_becomes_ready() {
             sim.get::<ModelDeployment>(NAMESPACE, "iris")
                 .and_then(|md| md.status)
                 .is_some_and(|s| {
-                    s.resolved_version.as_deref() == Some("1")
+                    s.version.as_deref() == Some("1")
                         && s.conditions
                             .iter()
                             .any(|c| c.type_ == "Ready" && c.status == "True")

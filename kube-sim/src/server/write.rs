@@ -470,6 +470,18 @@ fn apply(
             .any(|e| !(e.manager == manager && e.operation == "Apply") && e.fields.contains(path));
         if !owned_by_others {
             fields::remove(&mut new, path);
+            // A map left empty by the removal goes too, unless the applied object has it (as
+            // the real server removes a map whose `.` the manager owned alone).
+            for depth in (1..path.len()).rev() {
+                let prefix = &path[..depth];
+                let empty = fields::get(&new, prefix)
+                    .and_then(|v| v.as_object())
+                    .is_some_and(|m| m.is_empty());
+                if !empty || fields::get(&applied_with_meta, prefix).is_some() {
+                    break;
+                }
+                fields::remove(&mut new, prefix);
+            }
         }
     }
     let mut new = mask(rt, Some(&old), new, sub);
