@@ -40,7 +40,7 @@ pub(crate) fn iris_state(max_body_bytes: usize) -> Arc<ServerState> {
         &BatchConfig::default(),
         &metrics,
     )
-    .expect("the bundled model loads (is ORT_DYLIB_PATH set? run `make setup`)");
+    .expect("the bundled model loads (is ORT_DYLIB_PATH set? run `scripts/setup.sh run`)");
     Arc::new(ServerState::new(vec![model], metrics, max_body_bytes))
 }
 
