@@ -754,7 +754,7 @@ async fn grpc_requires_a_valid_key_when_keys_are_configured() {
     };
     std::fs::write(&keys, format!("sha256:{digest} carol\n")).unwrap();
     let backend = Arc::new(ScriptedBackend::default());
-    let (service, _) =
+    let (service, registry) =
         common::service_with(backend, None, &["--api-keys-file", keys.to_str().unwrap()]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -783,6 +783,11 @@ async fn grpc_requires_a_valid_key_when_keys_are_configured() {
         client.chat(request).await.unwrap().into_inner().content,
         "echo: hi (turns: 1)"
     );
+    let text = metrics_text(&registry);
+    for outcome in ["unauthorized", "ok"] {
+        let line = format!(r#"mooring_chat_requests_total{{endpoint="grpc_chat",outcome="{outcome}"}} 1"#);
+        assert!(text.contains(&line), "{line} missing in\n{text}");
+    }
 }
 
 #[tokio::test]
