@@ -52,9 +52,7 @@ impl ChatError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ChatError::InvalidRequest { .. } | ChatError::Blocked { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ChatError::InvalidRequest { .. } | ChatError::Blocked { .. } => StatusCode::BAD_REQUEST,
             ChatError::SessionNotFound(_) => StatusCode::NOT_FOUND,
             ChatError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::Backend(BackendError::InvalidRequest(_)) => StatusCode::BAD_REQUEST,

@@ -37,7 +37,9 @@ impl GrpcChat {
             self.shared.engine.metrics.outcome(endpoint, label);
             status
         };
-        let chat = self.to_chat(request).map_err(|(label, s)| refused(label, s))?;
+        let chat = self
+            .to_chat(request)
+            .map_err(|(label, s)| refused(label, s))?;
         let session_id = chat.session_id.clone().unwrap_or_default();
         match self.shared.engine.prepare(chat).await {
             Ok(prepared) => Ok((prepared, session_id)),

@@ -367,9 +367,10 @@ async fn count_rejections(
 ) -> axum::response::Response {
     let endpoint = crate::http::endpoint_label(request.uri().path());
     let response = next.run(request).await;
-    if let (Some(endpoint), Some(rejection)) =
-        (endpoint, response.extensions().get::<crate::auth::Rejection>())
-    {
+    if let (Some(endpoint), Some(rejection)) = (
+        endpoint,
+        response.extensions().get::<crate::auth::Rejection>(),
+    ) {
         metrics.outcome(endpoint, rejection.label());
     }
     response

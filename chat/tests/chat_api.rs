@@ -347,7 +347,11 @@ async fn bad_input_gets_400_naming_the_field() {
     let (_, router, _) = setup(&[]);
     let cases = [
         ("/v1/chat/completions", "{not json", "body"),
-        ("/v1/chat/completions", r#"{"model": "scripted"}"#, "messages"),
+        (
+            "/v1/chat/completions",
+            r#"{"model": "scripted"}"#,
+            "messages",
+        ),
         (
             "/v1/chat/completions",
             r#"{"messages": [{"role": "user"}]}"#,
@@ -575,7 +579,14 @@ async fn every_endpoint_counts_refused_and_failed_requests_once() {
         let answered = call(&router, "POST", uri, &key, Some(&ok)).await;
         assert_eq!(answered.status, StatusCode::OK, "{uri}: {}", answered.text);
         backend.busy.store(true, Ordering::SeqCst);
-        let busy = call(&router, "POST", uri, &key, Some(&body(&format!("again {uri}")))).await;
+        let busy = call(
+            &router,
+            "POST",
+            uri,
+            &key,
+            Some(&body(&format!("again {uri}"))),
+        )
+        .await;
         assert_eq!(busy.status, StatusCode::TOO_MANY_REQUESTS, "{uri}");
         backend.busy.store(false, Ordering::SeqCst);
     }
@@ -785,7 +796,8 @@ async fn grpc_requires_a_valid_key_when_keys_are_configured() {
     );
     let text = metrics_text(&registry);
     for outcome in ["unauthorized", "ok"] {
-        let line = format!(r#"mooring_chat_requests_total{{endpoint="grpc_chat",outcome="{outcome}"}} 1"#);
+        let line =
+            format!(r#"mooring_chat_requests_total{{endpoint="grpc_chat",outcome="{outcome}"}} 1"#);
         assert!(text.contains(&line), "{line} missing in\n{text}");
     }
 }

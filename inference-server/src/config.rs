@@ -258,8 +258,8 @@ mod tests {
             panic!("serve expected")
         };
         assert!(args.models.is_empty() && args.source.registry.is_none());
-        let err = Cli::try_parse_from(["inference-server", "serve", "--model", "iris@1"])
-            .unwrap_err();
+        let err =
+            Cli::try_parse_from(["inference-server", "serve", "--model", "iris@1"]).unwrap_err();
         assert!(err.to_string().contains("--registry"), "{err}");
         let err = Cli::try_parse_from(["inference-server", "serve"]).unwrap_err();
         assert!(err.to_string().contains("--model"), "{err}");

@@ -276,7 +276,10 @@ pub fn served_summary(state: &ServerState, extras: &[String]) -> String {
     for m in state.models() {
         let also = last_name == Some(m.name.as_str());
         parts.push(if also {
-            format!("{}@{} (at /v2/models/{}/versions/{})", m.name, m.version, m.name, m.version)
+            format!(
+                "{}@{} (at /v2/models/{}/versions/{})",
+                m.name, m.version, m.name, m.version
+            )
         } else {
             format!("{}@{}", m.name, m.version)
         });

@@ -292,10 +292,11 @@ impl ServerState {
     pub async fn infer(&self, request: InferRequest, protocol: Protocol) -> Result<InferResponse> {
         let started = Instant::now();
         self.metrics.in_flight.inc();
-        let (label_model, label_version) = match self.model(&request.model, request.version.as_deref()) {
-            Ok(m) => (m.name.clone(), m.version.clone()),
-            Err(_) => ("unknown".to_string(), String::new()),
-        };
+        let (label_model, label_version) =
+            match self.model(&request.model, request.version.as_deref()) {
+                Ok(m) => (m.name.clone(), m.version.clone()),
+                Err(_) => ("unknown".to_string(), String::new()),
+            };
         let result = self.infer_inner(request, protocol).await;
         self.metrics.in_flight.dec();
         let outcome = result.as_ref().map_or_else(ServerError::reason, |_| "ok");

@@ -146,7 +146,11 @@ async fn handle(
         stream,
         include_usage,
         model,
-    } = counted(&shared, ENDPOINT, accept(&shared, caller, &headers, body).await)?;
+    } = counted(
+        &shared,
+        ENDPOINT,
+        accept(&shared, caller, &headers, body).await,
+    )?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
 

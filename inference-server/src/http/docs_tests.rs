@@ -124,9 +124,8 @@ fn curls(file: &Path) -> Vec<Curl> {
                 _ => {}
             }
         }
-        curl.method = method.unwrap_or_else(|| {
-            if curl.body.is_some() { "POST" } else { "GET" }.to_string()
-        });
+        curl.method =
+            method.unwrap_or_else(|| if curl.body.is_some() { "POST" } else { "GET" }.to_string());
         found.push(curl);
     }
     found
@@ -196,7 +195,9 @@ fn app(keys: Option<&Path>) -> axum::Router {
 }
 
 async fn run(app: &axum::Router, curl: &Curl) -> (StatusCode, String) {
-    let mut request = Request::builder().method(curl.method.as_str()).uri(&curl.path);
+    let mut request = Request::builder()
+        .method(curl.method.as_str())
+        .uri(&curl.path);
     for (name, value) in &curl.headers {
         request = request.header(name, value);
     }
@@ -237,7 +238,10 @@ async fn every_documented_curl_answers_as_documented() {
         for curl in commands {
             // Commands that send a key, or document a 401, talk to a server with API keys.
             let with_keys = curl.documented_status == Some(401)
-                || curl.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+                || curl
+                    .headers
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
             let target = if with_keys { &keyed } else { &open };
             let (status, body) = run(target, &curl).await;
             match curl.documented_status {
@@ -270,7 +274,10 @@ fn curl_commands_are_read_like_a_shell_would() {
         found[0].headers,
         [("content-type".to_string(), "application/json".to_string())]
     );
-    assert_eq!(found[0].body.as_deref(), Some("{\"prompt\": \"a # b\",\n\"x\": 1}"));
+    assert_eq!(
+        found[0].body.as_deref(),
+        Some("{\"prompt\": \"a # b\",\n\"x\": 1}")
+    );
     assert_eq!(found[0].documented_status, Some(400));
     assert_eq!(
         (found[1].method.as_str(), found[1].path.as_str()),

@@ -422,7 +422,10 @@ async fn classify_and_predict_accept_features_nested_under_features() {
     // Anything else under `features` is still named as what is wrong.
     let (status, body) = post(&state, uri, json!({"features": {"sepal_length": 1}})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("sepal_width"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("sepal_width"),
+        "{body}"
+    );
 }
 
 /// `--model m@production --model m@2`: both versions are served, the first is the default.
@@ -437,7 +440,10 @@ async fn two_versions_of_one_model_are_both_served_the_first_by_default() {
     };
     let (status, default) = infer("/v2/models/iris-classifier/infer").await;
     assert_eq!(status, StatusCode::OK, "{default}");
-    assert_eq!(default["model_version"], "2", "the first given is the default");
+    assert_eq!(
+        default["model_version"], "2",
+        "the first given is the default"
+    );
     for version in ["1", "2"] {
         let uri = format!("/v2/models/iris-classifier/versions/{version}/infer");
         let (status, body) = post(&state, &uri, two_rows()).await;
@@ -463,7 +469,10 @@ async fn two_versions_of_one_model_are_both_served_the_first_by_default() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
-        body["error"].as_str().unwrap().contains("serving versions: 2, 1"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("serving versions: 2, 1"),
         "{body}"
     );
     let (_, classified) = post(
