@@ -245,8 +245,17 @@ async fn every_documented_curl_answers_as_documented() {
             let target = if with_keys { &keyed } else { &open };
             let (status, body) = run(target, &curl).await;
             match curl.documented_status {
-                Some(code) => assert_eq!(status.as_u16(), code, "{curl:?}: {body}"),
-                None => assert!(status.is_success(), "{curl:?} answered {status}: {body}"),
+                Some(code) => {
+                    let origin = &curl.origin;
+                    assert_eq!(status.as_u16(), code, "{origin}: {curl:?}: {body}")
+                }
+                None => {
+                    let origin = &curl.origin;
+                    assert!(
+                        status.is_success(),
+                        "{origin}: {curl:?} answered {status}: {body}"
+                    )
+                }
             }
             checked += 1;
         }
