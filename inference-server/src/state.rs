@@ -292,9 +292,13 @@ impl ServerState {
     pub async fn infer(&self, request: InferRequest, protocol: Protocol) -> Result<InferResponse> {
         let started = Instant::now();
         self.metrics.in_flight.inc();
+        // Unknown names and versions get fixed labels: a client cannot grow the series.
         let (label_model, label_version) =
             match self.model(&request.model, request.version.as_deref()) {
                 Ok(m) => (m.name.clone(), m.version.clone()),
+                Err(_) if self.models.contains_key(&request.model) => {
+                    (request.model.clone(), "unknown".to_string())
+                }
                 Err(_) => ("unknown".to_string(), String::new()),
             };
         let result = self.infer_inner(request, protocol).await;

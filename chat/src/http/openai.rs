@@ -111,18 +111,6 @@ fn to_messages(wire: Vec<WireMessage>) -> Result<Vec<ChatMessage>> {
         .collect()
 }
 
-pub async fn chat_completions(
-    State(shared): State<Shared>,
-    caller: Caller,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    match handle(shared, caller, headers, body).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    }
-}
-
 /// What a request asks for, validated and ready for the engine.
 struct Accepted {
     prepared: crate::engine::Prepared,
@@ -133,8 +121,8 @@ struct Accepted {
     model: String,
 }
 
-async fn handle(
-    shared: Shared,
+pub async fn chat_completions(
+    State(shared): State<Shared>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,

@@ -484,6 +484,8 @@ async fn two_versions_of_one_model_are_both_served_the_first_by_default() {
     assert_eq!(classified["model_version"], "2");
     let (_, text) = call(&state, "GET", "/metrics", Body::empty()).await;
     let text = text.as_str().unwrap();
+    let unknown = r#"mooring_inference_requests_total{model="iris-classifier",outcome="not_found",protocol="rest",version="unknown"} 1"#;
+    assert!(text.contains(unknown), "{unknown} in {text}");
     for version in ["1", "2"] {
         let series = format!(
             r#"mooring_inference_requests_total{{model="iris-classifier",outcome="ok",protocol="rest",version="{version}"}}"#
