@@ -162,6 +162,14 @@ struct ModelVersions {
     by_version: BTreeMap<String, Arc<LoadedModel>>,
 }
 
+impl ModelVersions {
+    /// The default version first, then the others by version.
+    fn in_order(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
+        let others = self.by_version.values();
+        std::iter::once(&self.default).chain(others.filter(|m| m.version != self.default.version))
+    }
+}
+
 /// Shared by every handler of both servers.
 pub struct ServerState {
     models: BTreeMap<String, ModelVersions>,
@@ -185,11 +193,12 @@ impl ServerState {
         let mut served: BTreeMap<String, ModelVersions> = BTreeMap::new();
         for model in models.into_iter().map(Arc::new) {
             match served.get_mut(&model.name) {
+                Some(versions) if versions.by_version.contains_key(&model.version) => {
+                    // `m@production,m@1` with production at 1: one model, loaded once more.
+                    tracing::info!(model = %model.name, version = %model.version, "version given twice; served once");
+                }
                 Some(versions) => {
-                    versions
-                        .by_version
-                        .entry(model.version.clone())
-                        .or_insert(model);
+                    versions.by_version.insert(model.version.clone(), model);
                 }
                 None => {
                     let by_version = BTreeMap::from([(model.version.clone(), model.clone())]);
@@ -237,29 +246,14 @@ impl ServerState {
 
     /// Every served model version, each model's default version first.
     pub fn models(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
-        self.models.values().flat_map(|v| {
-            std::iter::once(&v.default).chain(
-                v.by_version
-                    .values()
-                    .filter(|m| m.version != v.default.version),
-            )
-        })
+        self.models.values().flat_map(ModelVersions::in_order)
     }
 
     /// The versions of `name` served here, the default first (V2 metadata's `versions`).
     pub fn versions(&self, name: &str) -> Vec<String> {
         self.models
             .get(name)
-            .map(|v| {
-                std::iter::once(&v.default)
-                    .chain(
-                        v.by_version
-                            .values()
-                            .filter(|m| m.version != v.default.version),
-                    )
-                    .map(|m| m.version.clone())
-                    .collect()
-            })
+            .map(|v| v.in_order().map(|m| m.version.clone()).collect())
             .unwrap_or_default()
     }
 
