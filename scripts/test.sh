@@ -2,11 +2,16 @@
 # The test suite: fetch what the tests need, start the real services they talk to on free
 # 127.0.0.1 ports (MLflow, Redis, llama.cpp's llama-server, an S3-compatible server), run
 # every test of the workspace, stop the services. Extra arguments go to `cargo nextest run`.
+# Needs only the Rust toolchain beforehand: cargo-nextest is installed when missing.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE="$ROOT/.cache"
 cd "$ROOT"
+if ! command -v cargo-nextest >/dev/null; then
+    echo "test: cargo-nextest is missing; installing it (cargo install --locked cargo-nextest)" >&2
+    cargo install --locked cargo-nextest
+fi
 "$ROOT/scripts/setup.sh" test
 
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/mooring-test.XXXXXX")

@@ -18,9 +18,12 @@ pub enum ChatError {
     SessionNotFound(String),
     #[error("body: larger than the limit of {0} bytes")]
     TooLarge(usize),
-    /// The prompt guard refused the prompt; the analysis goes back to the caller.
-    #[error("the prompt was blocked by the prompt-injection guard")]
-    Blocked(serde_json::Value),
+    /// The prompt guard refused the prompt in `param`; the analysis goes back to the caller.
+    #[error("{param}: the prompt was blocked by the prompt-injection guard")]
+    Blocked {
+        param: String,
+        analysis: serde_json::Value,
+    },
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error(transparent)]
@@ -41,7 +44,7 @@ impl ChatError {
             ChatError::InvalidRequest { .. } => "invalid_request",
             ChatError::SessionNotFound(_) => "not_found",
             ChatError::TooLarge(_) => "too_large",
-            ChatError::Blocked(_) => "blocked",
+            ChatError::Blocked { .. } => "blocked",
             ChatError::Backend(e) => e.label(),
             ChatError::Memory(_) => "memory",
         }
@@ -49,7 +52,7 @@ impl ChatError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ChatError::InvalidRequest { .. } | ChatError::Blocked(_) => StatusCode::BAD_REQUEST,
+            ChatError::InvalidRequest { .. } | ChatError::Blocked { .. } => StatusCode::BAD_REQUEST,
             ChatError::SessionNotFound(_) => StatusCode::NOT_FOUND,
             ChatError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::Backend(BackendError::InvalidRequest(_)) => StatusCode::BAD_REQUEST,
@@ -76,7 +79,9 @@ impl ChatError {
     /// guard's analysis beside it when the prompt was blocked.
     pub fn body(&self) -> serde_json::Value {
         let param = match self {
-            ChatError::InvalidRequest { param, .. } => json!(param),
+            ChatError::InvalidRequest { param, .. } | ChatError::Blocked { param, .. } => {
+                json!(param)
+            }
             _ => serde_json::Value::Null,
         };
         let mut body = json!({
@@ -87,7 +92,7 @@ impl ChatError {
                 "code": self.label(),
             }
         });
-        if let ChatError::Blocked(analysis) = self {
+        if let ChatError::Blocked { analysis, .. } = self {
             body["guard"] = analysis.clone();
         }
         body

@@ -7,7 +7,7 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::backend::{ChatMessage, Role, StreamEvent, Usage};
-use crate::engine::ChatRequest;
+use crate::engine::{ChatRequest, Prepared};
 use crate::error::ChatError;
 use crate::proto;
 use crate::proto::chat_service_server::{ChatService, ChatServiceServer};
@@ -26,33 +26,59 @@ impl GrpcChat {
         ChatServiceServer::new(self)
     }
 
-    /// Authenticates, converts and checks a request.
-    fn to_chat(&self, request: Request<proto::ChatRequest>) -> Result<ChatRequest, Status> {
+    /// Authenticates, converts, checks and prepares a request; a refusal counts in
+    /// `mooring_chat_requests_total` under `endpoint`, like the HTTP routes' refusals.
+    async fn accept(
+        &self,
+        request: Request<proto::ChatRequest>,
+        endpoint: &'static str,
+    ) -> Result<(Prepared, String), Status> {
+        let refused = |label: &'static str, status: Status| {
+            self.shared.engine.metrics.outcome(endpoint, label);
+            status
+        };
+        let chat = self
+            .to_chat(request)
+            .map_err(|(label, s)| refused(label, s))?;
+        let session_id = chat.session_id.clone().unwrap_or_default();
+        match self.shared.engine.prepare(chat).await {
+            Ok(prepared) => Ok((prepared, session_id)),
+            Err(e) => Err(refused(e.label(), e.grpc_status())),
+        }
+    }
+
+    /// Authenticates, converts and checks a request; an error comes with its metric label.
+    fn to_chat(
+        &self,
+        request: Request<proto::ChatRequest>,
+    ) -> Result<ChatRequest, (&'static str, Status)> {
+        let invalid = |message: String| ("invalid_request", Status::invalid_argument(message));
         let headers = request.metadata().clone().into_headers();
-        let key = self.shared.auth.identify(&headers).map_err(|_| {
-            Status::unauthenticated(
+        let key = self.shared.auth.identify(&headers).map_err(|e| {
+            let status = Status::unauthenticated(
                 "authorization: a valid API key is required (`authorization: Bearer <key>`)",
-            )
+            );
+            (e.label(), status)
         })?;
-        self.shared
-            .auth
-            .admit(&key)
-            .map_err(|_| Status::resource_exhausted("rate limit reached for this API key"))?;
+        self.shared.auth.admit(&key).map_err(|e| {
+            let status = Status::resource_exhausted("rate limit reached for this API key");
+            (e.label(), status)
+        })?;
         let body = request.into_inner();
         let model = self.shared.engine.backend.model_name();
         if !body.model.is_empty() && body.model != model {
-            return Err(Status::invalid_argument(format!(
+            return Err(invalid(format!(
                 "model: `{}` is not served here; use `{model}`",
                 body.model
             )));
         }
         let messages = match (body.messages.is_empty(), body.prompt.is_empty()) {
             (false, false) => {
-                return Err(Status::invalid_argument(
-                    "messages, prompt: give one of them, not both",
+                return Err(invalid(
+                    "messages, prompt: give one of them, not both".into(),
                 ));
             }
-            (true, true) => return Err(Status::invalid_argument("prompt: must not be empty")),
+            (true, true) => return Err(invalid("prompt: must not be empty".into())),
             (true, false) => vec![ChatMessage::new(Role::User, body.prompt)],
             (false, true) => body
                 .messages
@@ -62,7 +88,7 @@ impl GrpcChat {
                     Role::parse(&m.role)
                         .map(|role| ChatMessage::new(role, m.content))
                         .ok_or_else(|| {
-                            Status::invalid_argument(format!(
+                            invalid(format!(
                                 "messages[{i}].role: `{}` is not one of system, user, assistant",
                                 m.role
                             ))
@@ -81,7 +107,7 @@ impl GrpcChat {
         };
         self.shared
             .check_prompt(&chat)
-            .map_err(|e| e.grpc_status())?;
+            .map_err(|e| (e.label(), e.grpc_status()))?;
         Ok(chat)
     }
 }
@@ -103,10 +129,8 @@ impl ChatService for GrpcChat {
         &self,
         request: Request<proto::ChatRequest>,
     ) -> Result<Response<proto::ChatResponse>, Status> {
-        let chat = self.to_chat(request)?;
-        let session_id = chat.session_id.clone().unwrap_or_default();
+        let (prepared, session_id) = self.accept(request, "grpc_chat").await?;
         let engine = &self.shared.engine;
-        let prepared = engine.prepare(chat).await.map_err(|e| e.grpc_status())?;
         let done = engine
             .complete(prepared, "grpc_chat")
             .await
@@ -126,9 +150,8 @@ impl ChatService for GrpcChat {
         &self,
         request: Request<proto::ChatRequest>,
     ) -> Result<Response<Self::ChatStreamStream>, Status> {
-        let chat = self.to_chat(request)?;
+        let (prepared, _) = self.accept(request, "grpc_chat_stream").await?;
         let engine = &self.shared.engine;
-        let prepared = engine.prepare(chat).await.map_err(|e| e.grpc_status())?;
         let events = engine
             .stream(prepared, "grpc_chat_stream")
             .await

@@ -138,7 +138,10 @@ impl Shared {
                     .guard_detections
                     .with_label_values(&["blocked"])
                     .inc();
-                ChatError::Blocked(serde_json::to_value(*analysis).unwrap_or_default())
+                ChatError::Blocked {
+                    param: field.to_string(),
+                    analysis: serde_json::to_value(*analysis).unwrap_or_default(),
+                }
             }
             GuardError::PromptTooLong { length, limit } => ChatError::invalid(
                 field,
@@ -219,12 +222,18 @@ impl ChatService {
         }
     }
 
-    /// Every chat HTTP route, behind the API-key and rate-limit layer.
+    /// Every chat HTTP route, behind the API-key and rate-limit layer, whose refusals
+    /// (401, 429) count in `mooring_chat_requests_total` like every other outcome.
     pub fn router(&self) -> axum::Router {
-        crate::http::router(self.shared.clone()).layer(axum::middleware::from_fn_with_state(
-            self.shared.auth.clone(),
-            Auth::middleware,
-        ))
+        crate::http::router(self.shared.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                self.shared.auth.clone(),
+                Auth::middleware,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.shared.engine.metrics.clone(),
+                count_rejections,
+            ))
     }
 
     /// The `mooring.chat.v1.ChatService` gRPC service.
@@ -252,6 +261,16 @@ impl ChatService {
             backend: self.shared.engine.backend.kind(),
             reason,
         }
+    }
+
+    /// What chat mode serves, for the start-up line: `chat (local backend, model smollm2)`.
+    pub fn describe(&self) -> String {
+        let backend = &self.shared.engine.backend;
+        format!(
+            "chat ({} backend, model {})",
+            backend.kind(),
+            backend.model_name()
+        )
     }
 
     /// Marks chat as not ready, so load balancers stop sending new requests while the
@@ -338,4 +357,21 @@ async fn build_store(args: &ChatArgs) -> Result<Arc<dyn SessionStore>, BuildErro
             Arc::new(RedisStore::connect(url, &args.chat_redis_prefix, limits).await?)
         }
     })
+}
+
+/// Counts the requests [`Auth::middleware`] turned away, by endpoint.
+async fn count_rejections(
+    axum::extract::State(metrics): axum::extract::State<ChatMetrics>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let endpoint = crate::http::endpoint_label(request.uri().path());
+    let response = next.run(request).await;
+    if let (Some(endpoint), Some(rejection)) = (
+        endpoint,
+        response.extensions().get::<crate::auth::Rejection>(),
+    ) {
+        metrics.outcome(endpoint, rejection.label());
+    }
+    response
 }

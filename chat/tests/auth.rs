@@ -111,6 +111,7 @@ async fn keys_file_requires_a_valid_bearer_key_and_names_the_caller() {
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(json["error"]["code"], "invalid_api_key", "{json}");
         assert_eq!(json["error"]["type"], "invalid_request_error");
+        assert_eq!(json["error"]["param"], "Authorization", "{json}");
         assert!(
             json["error"]["message"]
                 .as_str()

@@ -66,11 +66,12 @@ pub struct RegistryArgs {
         env = "MOORING_REGISTRY_TIMEOUT_SECS"
     )]
     pub timeout_secs: u64,
-    /// Retries of a registry call on connection errors, 429 and 5xx.
+    /// Retries of a registry call after its first attempt, on connection errors, 429 and 5xx
+    /// (the server's and the operator's policy too).
     #[arg(
         long,
         global = true,
-        default_value_t = 3,
+        default_value_t = mooring_registry::DEFAULT_MAX_RETRIES,
         env = "MOORING_REGISTRY_RETRIES"
     )]
     pub retries: u32,
@@ -165,6 +166,16 @@ mod tests {
     #[test]
     fn cli_definition_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn retries_follow_the_registrys_policy() {
+        let cli = Cli::try_parse_from(["mooring", "models", "list"]).unwrap();
+        assert_eq!(
+            cli.registry.config().max_retries,
+            RegistryConfig::new("models").max_retries,
+            "the CLI gives up after as many attempts as the server"
+        );
     }
 
     #[test]

@@ -18,9 +18,9 @@ use crate::state::ReadinessProbe;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComponentError {
-    #[error("prediction log: {0}")]
+    #[error("prediction log")]
     PredictionLog(#[from] mooring_drift::log::LogError),
-    #[error("chat: {0}")]
+    #[error("chat")]
     Chat(#[from] mooring_chat::BuildError),
 }
 
@@ -86,6 +86,7 @@ pub async fn build(args: &ServeArgs) -> Result<(Extras, Running), ComponentError
         extras.http = Some(chat.router());
         extras.grpc.add_service(chat.grpc_service());
         extras.probe = Some(Arc::new(ChatProbe(chat.clone())));
+        extras.served.push(chat.describe());
         running.chat = Some(chat);
     }
     Ok((extras, running))

@@ -44,8 +44,9 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ModelSource {
     /// Model registry: a local directory (e.g. `models`) or an MLflow URL (`http://mlflow:5000`).
+    /// Required with `--model`; chat-only `serve --chat` needs none.
     #[arg(long, env = "MOORING_REGISTRY")]
-    pub registry: String,
+    pub registry: Option<String>,
     /// Where fetched model versions are cached.
     #[arg(
         long,
@@ -107,12 +108,15 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub source: ModelSource,
     /// Model to serve as `name@alias` or `name@version`; repeat for several. The first is
-    /// the default of `/api/v1/classify`.
+    /// the default of `/api/v1/classify`. Several versions of one model are all served under
+    /// `/v2/models/{m}/versions/{v}`; the first given is the default of requests that name no
+    /// version.
     #[arg(
         long = "model",
         env = "MOORING_MODELS",
         value_delimiter = ',',
-        required_unless_present = "chat"
+        required_unless_present = "chat",
+        requires = "registry"
     )]
     pub models: Vec<String>,
     /// Address to listen on (0.0.0.0 in containers; 127.0.0.1 for local runs).
@@ -170,7 +174,7 @@ pub struct BatchArgs {
     #[command(flatten)]
     pub source: ModelSource,
     /// Model as `name@alias` or `name@version`.
-    #[arg(long, env = "MOORING_MODEL")]
+    #[arg(long, env = "MOORING_MODEL", requires = "registry")]
     pub model: String,
     /// Rows to predict: `.csv` with a header of feature names, or `.jsonl` with one object per line.
     #[arg(long, env = "MOORING_BATCH_INPUT")]
@@ -245,6 +249,20 @@ mod tests {
         );
         assert_eq!((args.http_port, args.grpc_port), (8080, 8081));
         assert_eq!(args.batching.config().max_batch_size, 32);
+    }
+
+    #[test]
+    fn chat_alone_needs_no_registry_but_models_do() {
+        let cli = Cli::try_parse_from(["inference-server", "serve", "--chat"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        assert!(args.models.is_empty() && args.source.registry.is_none());
+        let err =
+            Cli::try_parse_from(["inference-server", "serve", "--model", "iris@1"]).unwrap_err();
+        assert!(err.to_string().contains("--registry"), "{err}");
+        let err = Cli::try_parse_from(["inference-server", "serve"]).unwrap_err();
+        assert!(err.to_string().contains("--model"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub enum ServerError {
     InvalidInput(String),
     #[error("model {0:?} is not served here")]
     ModelNotFound(String),
-    #[error("model {name:?} has no version {version:?} here (serving version {serving})")]
+    #[error("model {name:?} has no version {version:?} here (serving versions: {serving})")]
     VersionNotFound {
         name: String,
         version: String,

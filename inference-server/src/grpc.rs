@@ -196,7 +196,7 @@ impl GrpcInferenceService for InferenceService {
         };
         Ok(Response::new(ModelMetadataResponse {
             name: m.name.clone(),
-            versions: vec![m.version.clone()],
+            versions: self.state.versions(&m.name),
             platform: m.platform.into(),
             inputs: tensors(&m.signature.inputs),
             outputs: tensors(&m.signature.outputs),

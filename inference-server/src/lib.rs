@@ -39,3 +39,55 @@ pub fn init_logging(format: config::LogFormat) {
         config::LogFormat::Pretty => builder.try_init(),
     };
 }
+
+/// An error and its causes, each said once: `chat: cache: embedding-model-dir: required …`.
+///
+/// Some error types put their cause into their own message, others leave it to
+/// [`std::error::Error::source`]; printing every link of the chain would repeat the first
+/// kind's causes, so a cause already in the message is skipped.
+pub fn error_report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut report = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !text.is_empty() && !report.contains(&text) {
+            report.push_str(": ");
+            report.push_str(&text);
+        }
+        cause = e.source();
+    }
+    report
+}
+
+#[cfg(test)]
+mod error_report_tests {
+    use super::error_report;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("embedding-model-dir: required when --cache-semantic is on")]
+    struct Leaf;
+
+    /// Puts its cause into its own message (and exposes it as the source).
+    #[derive(Debug, thiserror::Error)]
+    #[error("cache: {0}")]
+    struct Repeats(#[from] Leaf);
+
+    /// Leaves its cause to `source()`.
+    #[derive(Debug, thiserror::Error)]
+    #[error("chat")]
+    struct Terse(#[from] Repeats);
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let e = Terse(Repeats(Leaf));
+        assert_eq!(
+            error_report(&e),
+            "chat: cache: embedding-model-dir: required when --cache-semantic is on"
+        );
+        let e = anyhow::Error::from(Repeats(Leaf));
+        assert_eq!(
+            error_report(e.as_ref()),
+            "cache: embedding-model-dir: required when --cache-semantic is on"
+        );
+    }
+}

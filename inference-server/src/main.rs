@@ -38,8 +38,9 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("inference-server: {e:#}");
+            let report = inference_server::error_report(e.as_ref());
+            tracing::error!("{report}");
+            eprintln!("inference-server: {report}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -28,6 +28,8 @@ pub enum ServeError {
         model: String,
         source: crate::error::ServerError,
     },
+    #[error("--registry is required to serve models (a directory or an MLflow URL)")]
+    NoRegistry,
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
@@ -54,11 +56,15 @@ pub struct Extras {
     pub metrics_registry: Option<prometheus::Registry>,
     /// Asked by `/readyz` besides the models (chat's backend and session store).
     pub probe: Option<Arc<dyn crate::state::ReadinessProbe>>,
+    /// What else is served, for the start-up line (e.g. `chat (local backend, model smollm2)`).
+    pub served: Vec<String>,
 }
 
 /// Opens the registry named on the command line.
 pub fn open_registry(source: &ModelSource) -> Result<Arc<dyn Registry>, ServeError> {
-    let mut config = RegistryConfig::new(source.registry.clone());
+    // clap makes `--registry` required with any `--model`; this guards other callers.
+    let location = source.registry.clone().ok_or(ServeError::NoRegistry)?;
+    let mut config = RegistryConfig::new(location);
     config.token = source.registry_token.clone();
     config.username = source.registry_username.clone();
     config.password = source.registry_password.clone();
@@ -107,9 +113,13 @@ pub async fn load_state_with(
     args: &ServeArgs,
     metrics: Metrics,
 ) -> Result<ServerState, ServeError> {
+    let mut models = Vec::new();
+    if args.models.is_empty() {
+        // Chat-only mode: no registry needed.
+        return Ok(ServerState::new(models, metrics, args.max_body_bytes));
+    }
     let registry = open_registry(&args.source)?;
     let batching = args.batching.config();
-    let mut models = Vec::new();
     for reference in &args.models {
         models.push(
             load_model(
@@ -247,17 +257,38 @@ pub async fn serve(args: ServeArgs, mut extras: Extras) -> Result<(), ServeError
             .map(|a: SocketAddr| a.to_string())
             .unwrap_or_default()
     };
-    let models: Vec<String> = state
-        .models()
-        .map(|m| format!("{}@{}", m.name, m.version))
-        .collect();
-    tracing::info!(rest = %addr(&http), grpc = %addr(&grpc), models = ?models, "listening");
+    let served = served_summary(&state, &extras.served);
+    tracing::info!(rest = %addr(&http), grpc = %addr(&grpc), serving = %served, "listening");
     // Also on stdout, so `make run` shows where to point curl even with JSON logs.
     println!(
-        "inference-server: REST on http://{} , gRPC on {} , serving {}",
+        "inference-server: REST on http://{} , gRPC on {} , serving {served}",
         addr(&http),
         addr(&grpc),
-        models.join(", ")
     );
     run(state, http, grpc, extras, shutdown_signal()).await
+}
+
+/// What the start-up line says is served: every model version (`name@version`, the default
+/// version of each model first, the others marked) and the extras (chat).
+pub fn served_summary(state: &ServerState, extras: &[String]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut last_name: Option<&str> = None;
+    for m in state.models() {
+        let also = last_name == Some(m.name.as_str());
+        parts.push(if also {
+            format!(
+                "{}@{} (at /v2/models/{}/versions/{})",
+                m.name, m.version, m.name, m.version
+            )
+        } else {
+            format!("{}@{}", m.name, m.version)
+        });
+        last_name = Some(m.name.as_str());
+    }
+    parts.extend(extras.iter().cloned());
+    if parts.is_empty() {
+        "nothing".to_string()
+    } else {
+        parts.join(", ")
+    }
 }

@@ -155,9 +155,24 @@ pub struct InferResponse {
     pub outputs: Vec<Tensor>,
 }
 
+/// The served versions of one model: requests naming no version get the default (the first
+/// one given on the command line), `/versions/{v}` picks another (to compare or shadow).
+struct ModelVersions {
+    default: Arc<LoadedModel>,
+    by_version: BTreeMap<String, Arc<LoadedModel>>,
+}
+
+impl ModelVersions {
+    /// The default version first, then the others by version.
+    fn in_order(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
+        let others = self.by_version.values();
+        std::iter::once(&self.default).chain(others.filter(|m| m.version != self.default.version))
+    }
+}
+
 /// Shared by every handler of both servers.
 pub struct ServerState {
-    models: BTreeMap<String, Arc<LoadedModel>>,
+    models: BTreeMap<String, ModelVersions>,
     default_model: Option<String>,
     pub metrics: Metrics,
     pub observer: Option<Arc<dyn InferenceObserver>>,
@@ -170,15 +185,33 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    /// The first model is the default one of `/api/v1/classify`.
+    /// The first model is the default one of `/api/v1/classify`; of several versions of one
+    /// model, the first is the default of requests that name no version. Two entries of the
+    /// same version are served once.
     pub fn new(models: Vec<LoadedModel>, metrics: Metrics, max_body_bytes: usize) -> Self {
         let default_model = models.first().map(|m| m.name.clone());
-        let models = models
-            .into_iter()
-            .map(|m| (m.name.clone(), Arc::new(m)))
-            .collect();
+        let mut served: BTreeMap<String, ModelVersions> = BTreeMap::new();
+        for model in models.into_iter().map(Arc::new) {
+            match served.get_mut(&model.name) {
+                Some(versions) if versions.by_version.contains_key(&model.version) => {
+                    // `m@production,m@1` with production at 1: one model, loaded once more.
+                    tracing::info!(model = %model.name, version = %model.version, "version given twice; served once");
+                }
+                Some(versions) => {
+                    versions.by_version.insert(model.version.clone(), model);
+                }
+                None => {
+                    let by_version = BTreeMap::from([(model.version.clone(), model.clone())]);
+                    let versions = ModelVersions {
+                        default: model.clone(),
+                        by_version,
+                    };
+                    served.insert(model.name.clone(), versions);
+                }
+            }
+        }
         Self {
-            models,
+            models: served,
             default_model,
             metrics,
             observer: None,
@@ -211,27 +244,41 @@ impl ServerState {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
+    /// Every served model version, each model's default version first.
     pub fn models(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
-        self.models.values()
+        self.models.values().flat_map(ModelVersions::in_order)
+    }
+
+    /// The versions of `name` served here, the default first (V2 metadata's `versions`).
+    pub fn versions(&self, name: &str) -> Vec<String> {
+        self.models
+            .get(name)
+            .map(|v| v.in_order().map(|m| m.version.clone()).collect())
+            .unwrap_or_default()
     }
 
     pub fn default_model(&self) -> Option<&str> {
         self.default_model.as_deref()
     }
 
-    /// The model named `name`, checking `version` when one is given.
+    /// The model named `name`: version `version` when one is given, else its default.
     pub fn model(&self, name: &str, version: Option<&str>) -> Result<&Arc<LoadedModel>> {
-        let model = self
+        let versions = self
             .models
             .get(name)
             .ok_or_else(|| ServerError::ModelNotFound(name.to_string()))?;
         match version {
-            Some(v) if !v.is_empty() && v != model.version => Err(ServerError::VersionNotFound {
-                name: name.to_string(),
-                version: v.to_string(),
-                serving: model.version.clone(),
-            }),
-            _ => Ok(model),
+            Some(v) if !v.is_empty() => {
+                versions
+                    .by_version
+                    .get(v)
+                    .ok_or_else(|| ServerError::VersionNotFound {
+                        name: name.to_string(),
+                        version: v.to_string(),
+                        serving: self.versions(name).join(", "),
+                    })
+            }
+            _ => Ok(&versions.default),
         }
     }
 
@@ -239,10 +286,15 @@ impl ServerState {
     pub async fn infer(&self, request: InferRequest, protocol: Protocol) -> Result<InferResponse> {
         let started = Instant::now();
         self.metrics.in_flight.inc();
-        let (label_model, label_version) = match self.model(&request.model, None) {
-            Ok(m) => (m.name.clone(), m.version.clone()),
-            Err(_) => ("unknown".to_string(), String::new()),
-        };
+        // Unknown names and versions get fixed labels: a client cannot grow the series.
+        let (label_model, label_version) =
+            match self.model(&request.model, request.version.as_deref()) {
+                Ok(m) => (m.name.clone(), m.version.clone()),
+                Err(_) if self.models.contains_key(&request.model) => {
+                    (request.model.clone(), "unknown".to_string())
+                }
+                Err(_) => ("unknown".to_string(), String::new()),
+            };
         let result = self.infer_inner(request, protocol).await;
         self.metrics.in_flight.dec();
         let outcome = result.as_ref().map_or_else(ServerError::reason, |_| "ok");

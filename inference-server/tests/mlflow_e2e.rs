@@ -82,7 +82,7 @@ async fn serves_iris_from_mlflow_by_alias() {
     let state = Arc::new(
         serve::load_state(&args)
             .await
-            .expect("loads from MLflow (ORT_DYLIB_PATH set? run `make setup`)"),
+            .expect("loads from MLflow (ORT_DYLIB_PATH set? run `scripts/setup.sh run`)"),
     );
     // The digest-verified copy is where the registry's cache layout puts it.
     assert!(

@@ -59,7 +59,7 @@ async fn every_front_door_is_logged_flushed_on_stop_and_checked_for_drift() {
     let metrics = Metrics::with_registry(extras.metrics_registry.take().unwrap());
     let state = serve::load_state_with(&args, metrics)
         .await
-        .expect("bundled model loads (ORT_DYLIB_PATH set? run `make setup`)")
+        .expect("bundled model loads (ORT_DYLIB_PATH set? run `scripts/setup.sh run`)")
         .with_observer(
             extras
                 .observer

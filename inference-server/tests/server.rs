@@ -56,7 +56,7 @@ async fn start(models: &[&str]) -> Running {
     let state = Arc::new(
         serve::load_state(&args)
             .await
-            .expect("bundled models load (ORT_DYLIB_PATH set? run `make setup`)"),
+            .expect("bundled models load (ORT_DYLIB_PATH set? run `scripts/setup.sh run`)"),
     );
     let (http, grpc) = serve::bind("127.0.0.1", 0, 0).await.unwrap();
     let (http_addr, grpc_addr) = (

@@ -7,6 +7,11 @@ use std::time::Duration;
 use crate::local::LocalRegistry;
 use crate::{Error, Registry, Result};
 
+/// Retries of an MLflow call after its first attempt (connection errors, 429, 5xx): the one
+/// policy of the server, the operator and the CLI, so a call that keeps failing gives up
+/// "after 5 attempts" wherever it runs.
+pub const DEFAULT_MAX_RETRIES: u32 = 4;
+
 /// Where the registry is and how to talk to it.
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
@@ -39,7 +44,7 @@ impl RegistryConfig {
             password: None,
             request_timeout: Duration::from_secs(30),
             download_timeout: Duration::from_secs(300),
-            max_retries: 4,
+            max_retries: DEFAULT_MAX_RETRIES,
             retry_base_delay: Duration::from_millis(200),
             require_digest: false,
         }

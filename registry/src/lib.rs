@@ -16,7 +16,7 @@ mod model_ref;
 mod signature;
 pub mod time;
 
-pub use config::{RegistryConfig, connect};
+pub use config::{DEFAULT_MAX_RETRIES, RegistryConfig, connect};
 pub use digest::Sha256Sums;
 pub use model_ref::{ModelRef, Selector, validate_alias};
 pub use signature::{Signature, TensorSpec};

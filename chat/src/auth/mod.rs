@@ -131,6 +131,7 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyId {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "authentication is not configured for this route",
                 "server_error",
+                None,
                 "internal_error",
             )
         })
@@ -241,15 +242,29 @@ pub enum Rejection {
     RateLimited { key: KeyId, retry_after_secs: u64 },
 }
 
+impl Rejection {
+    /// A short label for metrics (`mooring_chat_requests_total{outcome}`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejection::MissingKey | Rejection::InvalidKey => "unauthorized",
+            Rejection::RateLimited { .. } => "rate_limited",
+        }
+    }
+}
+
+/// The response carries the rejection in its extensions, so a layer outside the middleware
+/// can count it.
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let message = self.to_string();
-        match self {
+        let mut response = match &self {
             Rejection::MissingKey | Rejection::InvalidKey => {
+                // `param` names what is wrong: the header the key goes in.
                 let mut response = openai_error(
                     StatusCode::UNAUTHORIZED,
                     &message,
                     "invalid_request_error",
+                    Some("Authorization"),
                     "invalid_api_key",
                 );
                 response
@@ -264,19 +279,30 @@ impl IntoResponse for Rejection {
                     StatusCode::TOO_MANY_REQUESTS,
                     &message,
                     "rate_limit_error",
+                    None,
                     "rate_limit_exceeded",
                 );
                 response
                     .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
                 response
             }
-        }
+        };
+        response.extensions_mut().insert(self);
+        response
     }
 }
 
-/// A response in OpenAI's error shape: `{"error": {"message", "type", "code"}}`.
-pub fn openai_error(status: StatusCode, message: &str, kind: &str, code: &str) -> Response {
-    let body = serde_json::json!({ "error": { "message": message, "type": kind, "code": code } });
+/// A response in OpenAI's error shape: `{"error": {"message", "type", "param", "code"}}`.
+pub fn openai_error(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: &str,
+) -> Response {
+    let body = serde_json::json!({
+        "error": { "message": message, "type": kind, "param": param, "code": code }
+    });
     (status, axum::Json(body)).into_response()
 }

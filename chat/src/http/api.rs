@@ -7,9 +7,9 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Body, parse_json, session_id};
+use super::{API_CHAT, API_GENERATE, API_GENERATE_SECURE, Body, counted, parse_json, session_id};
 use crate::backend::{ChatMessage, Role};
-use crate::engine::{ChatRequest, validate_session_id};
+use crate::engine::{ChatRequest, Prepared, validate_session_id};
 use crate::error::{ChatError, Result};
 use crate::memory::Session;
 use crate::service::{Caller, Shared};
@@ -59,13 +59,16 @@ pub async fn chat(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>> {
-    let request: PromptRequest = parse_json(body)?;
-    let id = session_id(&headers, request.session_id.clone())?
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let chat = request.into_chat(caller.owner, Some(id.clone()))?;
-    shared.check_prompt(&chat)?;
-    let prepared = shared.engine.prepare(chat).await?;
-    let done = shared.engine.complete(prepared, "api_chat").await?;
+    let accepted = async {
+        let request: PromptRequest = parse_json(body)?;
+        let id = session_id(&headers, request.session_id.clone())?
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let chat = request.into_chat(caller.owner, Some(id.clone()))?;
+        shared.check_prompt(&chat)?;
+        Ok((id, shared.engine.prepare(chat).await?))
+    };
+    let (id, prepared) = counted(&shared, API_CHAT, accepted.await)?;
+    let done = shared.engine.complete(prepared, API_CHAT).await?;
     let session = done.session.unwrap_or_default();
     Ok(Json(json!({
         "response": done.text,
@@ -114,11 +117,15 @@ pub async fn generate(
     caller: Caller,
     body: Body,
 ) -> Result<Json<Value>> {
-    let request: PromptRequest = parse_json(body)?;
-    reject_session(&request)?;
-    let chat = request.into_chat(caller.owner, None)?;
-    let guard = shared.check_prompt(&chat)?;
-    let mut response = run_stateless(&shared, chat, "api_generate").await?;
+    let accepted = async {
+        let request: PromptRequest = parse_json(body)?;
+        reject_session(&request)?;
+        let chat = request.into_chat(caller.owner, None)?;
+        let guard = shared.check_prompt(&chat)?;
+        Ok((guard, shared.engine.prepare(chat).await?))
+    };
+    let (guard, prepared) = counted(&shared, API_GENERATE, accepted.await)?;
+    let mut response = run_stateless(&shared, prepared, API_GENERATE).await?;
     if guard.is_some() {
         response["guard_flagged"] = json!(true);
     }
@@ -132,11 +139,15 @@ pub async fn generate_secure(
     caller: Caller,
     body: Body,
 ) -> Result<Json<Value>> {
-    let request: PromptRequest = parse_json(body)?;
-    reject_session(&request)?;
-    let chat = request.into_chat(caller.owner, None)?;
-    let analysis = shared.analyze_prompt(&chat)?;
-    let mut response = run_stateless(&shared, chat, "api_generate_secure").await?;
+    let accepted = async {
+        let request: PromptRequest = parse_json(body)?;
+        reject_session(&request)?;
+        let chat = request.into_chat(caller.owner, None)?;
+        let analysis = shared.analyze_prompt(&chat)?;
+        Ok((analysis, shared.engine.prepare(chat).await?))
+    };
+    let (analysis, prepared) = counted(&shared, API_GENERATE_SECURE, accepted.await)?;
+    let mut response = run_stateless(&shared, prepared, API_GENERATE_SECURE).await?;
     response["guard"] = analysis;
     Ok(Json(response))
 }
@@ -153,10 +164,9 @@ fn reject_session(request: &PromptRequest) -> Result<()> {
 
 async fn run_stateless(
     shared: &Shared,
-    chat: ChatRequest,
+    prepared: Prepared,
     endpoint: &'static str,
 ) -> Result<Value> {
-    let prepared = shared.engine.prepare(chat).await?;
     let done = shared.engine.complete(prepared, endpoint).await?;
     Ok(json!({
         "response": done.text,

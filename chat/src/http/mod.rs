@@ -37,8 +37,9 @@ pub fn router(shared: Shared) -> Router {
 /// A request body, or why it could not be read (e.g. over [`MAX_BODY_BYTES`]).
 pub type Body = std::result::Result<Bytes, axum::extract::rejection::BytesRejection>;
 
-/// Parses a JSON body with an error that says what is wrong and where (serde names the
-/// field, e.g. "missing field `messages`").
+/// Parses a JSON body with an error whose `param` names the offending field: the path of a
+/// wrong value (`messages[0].role`), the name of a missing field (`messages`), or `body` when
+/// the JSON itself is malformed.
 pub fn parse_json<T: DeserializeOwned>(body: Body) -> Result<T> {
     let body = body.map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -47,7 +48,56 @@ pub fn parse_json<T: DeserializeOwned>(body: Body) -> Result<T> {
             ChatError::invalid("body", e.body_text())
         }
     })?;
-    serde_json::from_slice(&body).map_err(|e| ChatError::invalid("body", e.to_string()))
+    let mut json = serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(field, _)| field);
+        let param = match (path.as_str(), missing) {
+            (".", Some(field)) => field.to_string(),
+            (".", None) => "body".to_string(),
+            (path, Some(field)) => format!("{path}.{field}"),
+            (path, None) => path.to_string(),
+        };
+        // A syntax error has no field to blame, whatever the path reached so far.
+        let param = if inner.is_syntax() || inner.is_eof() {
+            "body".to_string()
+        } else {
+            param
+        };
+        ChatError::invalid(param, message)
+    })
+}
+
+/// The `endpoint` label of `mooring_chat_requests_total` for a generation route.
+pub const CHAT_COMPLETIONS: &str = "chat_completions";
+pub const API_CHAT: &str = "api_chat";
+pub const API_GENERATE: &str = "api_generate";
+pub const API_GENERATE_SECURE: &str = "api_generate_secure";
+
+/// The `endpoint` label of a request path, for the routes whose outcomes are counted.
+pub fn endpoint_label(path: &str) -> Option<&'static str> {
+    match path {
+        "/v1/chat/completions" => Some(CHAT_COMPLETIONS),
+        "/api/v1/chat" => Some(API_CHAT),
+        "/api/v1/generate" => Some(API_GENERATE),
+        "/api/v1/generate-secure" => Some(API_GENERATE_SECURE),
+        _ => None,
+    }
+}
+
+/// Counts an error that ended a request before the engine took it over (bad body, invalid
+/// field, blocked prompt, unknown session): the engine itself counts the outcome of every
+/// answer it generates or takes from a cache, errors included, so each request counts once.
+fn counted<T>(shared: &Shared, endpoint: &'static str, result: Result<T>) -> Result<T> {
+    if let Err(e) = &result {
+        shared.engine.metrics.outcome(endpoint, e.label());
+    }
+    result
 }
 
 /// The session id from the header, else from the body; both must agree when both given.

@@ -12,13 +12,13 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Body, SESSION_HEADER, parse_json, session_id, unix_now};
+use super::{Body, SESSION_HEADER, counted, parse_json, session_id, unix_now};
 use crate::backend::{ChatMessage, Role, StreamEvent};
 use crate::engine::ChatRequest;
 use crate::error::{ChatError, Result};
 use crate::service::{Caller, Shared};
 
-const ENDPOINT: &str = "chat_completions";
+const ENDPOINT: &str = super::CHAT_COMPLETIONS;
 
 #[derive(Debug, Deserialize)]
 struct CompletionRequest {
@@ -111,59 +111,38 @@ fn to_messages(wire: Vec<WireMessage>) -> Result<Vec<ChatMessage>> {
         .collect()
 }
 
+/// What a request asks for, validated and ready for the engine.
+struct Accepted {
+    prepared: crate::engine::Prepared,
+    session: Option<String>,
+    guard: Option<HeaderValue>,
+    stream: bool,
+    include_usage: bool,
+    model: String,
+}
+
 pub async fn chat_completions(
     State(shared): State<Shared>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    match handle(shared.clone(), caller, headers, body).await {
-        Ok(response) => response,
-        Err(e) => {
-            shared.engine.metrics.outcome(ENDPOINT, e.label());
-            e.into_response()
-        }
-    }
-}
-
-async fn handle(
-    shared: Shared,
-    caller: Caller,
-    headers: HeaderMap,
-    body: Body,
 ) -> Result<Response> {
-    let request: CompletionRequest = parse_json(body)?;
-    let model = shared.engine.backend.model_name().to_string();
-    if let Some(asked) = &request.model
-        && *asked != model
-    {
-        return Err(ChatError::invalid(
-            "model",
-            format!("model `{asked}` is not served here; use `{model}`"),
-        ));
-    }
-    let session = session_id(&headers, request.session_id)?;
-    let stop = match request.stop {
-        None => Vec::new(),
-        Some(Stop::One(s)) => vec![s],
-        Some(Stop::Many(v)) => v,
-    };
-    let chat = ChatRequest {
-        owner: caller.owner,
-        session_id: session.clone(),
-        messages: to_messages(request.messages)?,
-        max_tokens: request.max_completion_tokens.or(request.max_tokens),
-        temperature: request.temperature,
-        seed: request.seed,
-        stop,
-    };
-    let guard = shared.check_prompt(&chat)?;
+    let Accepted {
+        prepared,
+        session,
+        guard,
+        stream,
+        include_usage,
+        model,
+    } = counted(
+        &shared,
+        ENDPOINT,
+        accept(&shared, caller, &headers, body).await,
+    )?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
-    let prepared = shared.engine.prepare(chat).await?;
 
-    let mut response = if request.stream {
-        let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+    let mut response = if stream {
         let events = shared.engine.stream(prepared, ENDPOINT).await?;
         sse(events, id, created, model, include_usage).into_response()
     } else {
@@ -194,6 +173,48 @@ async fn handle(
             .insert(crate::service::GUARD_HEADER, flag);
     }
     Ok(response)
+}
+
+async fn accept(
+    shared: &Shared,
+    caller: Caller,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Accepted> {
+    let request: CompletionRequest = parse_json(body)?;
+    let model = shared.engine.backend.model_name().to_string();
+    if let Some(asked) = &request.model
+        && *asked != model
+    {
+        return Err(ChatError::invalid(
+            "model",
+            format!("model `{asked}` is not served here; use `{model}`"),
+        ));
+    }
+    let session = session_id(headers, request.session_id)?;
+    let stop = match request.stop {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(v)) => v,
+    };
+    let chat = ChatRequest {
+        owner: caller.owner,
+        session_id: session.clone(),
+        messages: to_messages(request.messages)?,
+        max_tokens: request.max_completion_tokens.or(request.max_tokens),
+        temperature: request.temperature,
+        seed: request.seed,
+        stop,
+    };
+    let guard = shared.check_prompt(&chat)?;
+    Ok(Accepted {
+        prepared: shared.engine.prepare(chat).await?,
+        session,
+        guard,
+        stream: request.stream,
+        include_usage: request.stream_options.is_some_and(|o| o.include_usage),
+        model,
+    })
 }
 
 /// OpenAI's streaming format: a first chunk with the role, one chunk per delta, a last

@@ -13,7 +13,8 @@ use super::Backend;
 use crate::error::{Result, ServerError};
 use crate::tensor::{DataType, Tensor, TensorData};
 
-/// Where `make setup` puts the library, relative to the repository root.
+/// Where `scripts/setup.sh run` (which `make run` calls) puts the library, relative to the
+/// repository root.
 const LOCAL_LIBRARY: &str = ".cache/onnxruntime/libonnxruntime.so";
 
 /// ONNX Runtime allows one environment per process; every session shares it.
@@ -23,7 +24,7 @@ static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 pub fn environment() -> Result<Environment> {
     ENVIRONMENT
         .get_or_init(|| {
-            // `make setup` puts the library in .cache/onnxruntime/; running the release binary
+            // `scripts/setup.sh run` puts the library in .cache/onnxruntime/; running the release binary
             // from the repository root then works without exporting anything.
             let fallback = Path::new(LOCAL_LIBRARY);
             let path = match std::env::var_os("ORT_DYLIB_PATH") {
@@ -32,13 +33,15 @@ pub fn environment() -> Result<Environment> {
                 None => {
                     return Err(format!(
                         "ORT_DYLIB_PATH is not set: it must name the ONNX Runtime library libonnxruntime.so \
-                         (`make setup` puts it in {LOCAL_LIBRARY}; the container image sets it)"
+                         (`scripts/setup.sh run` puts it in {LOCAL_LIBRARY}; the container image sets it)"
                     ));
                 }
             };
             if !Path::new(&path).is_file() {
                 return Err(format!(
-                    "ORT_DYLIB_PATH={} does not name a file: install ONNX Runtime 1.31 there (`make setup` does)",
+                    "ORT_DYLIB_PATH={} does not name a file: run `scripts/setup.sh run` from the repository root \
+                     (it fetches ONNX Runtime 1.31 into {LOCAL_LIBRARY}, where `cargo run` looks), \
+                     or point ORT_DYLIB_PATH at your own libonnxruntime.so",
                     Path::new(&path).display()
                 ));
             }

@@ -1,13 +1,14 @@
 //! `POST /api/v1/classify` (the default model) and `POST /api/v1/models/{m}/predict`: named
 //! features in, labelled predictions out. A single object gives one prediction; a list of
-//! objects gives a list.
+//! objects gives a list. A row is flat (`{"sepal_length": 5.1, …}`) or, as many clients send
+//! it, nested under `features` (`{"features": {"sepal_length": 5.1, …}}`).
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{AppState, body, parse_json};
 use crate::error::{Result, ServerError};
@@ -48,13 +49,13 @@ async fn run(
     let value: Value = parse_json(&bytes)?;
     let model = state.model(&model_name, None)?.clone();
     let (rows, single) = match &value {
-        Value::Object(row) => (vec![row], true),
+        Value::Object(row) => (vec![features(row)], true),
         Value::Array(items) => {
             let rows = items
                 .iter()
                 .enumerate()
                 .map(|(i, item)| {
-                    item.as_object().ok_or_else(|| {
+                    item.as_object().map(features).ok_or_else(|| {
                         ServerError::InvalidInput(format!("row {i} is not an object of features"))
                     })
                 })
@@ -91,4 +92,13 @@ async fn run(
     Ok(Json(
         json.map_err(|e| ServerError::Execution(e.to_string()))?,
     ))
+}
+
+/// The features of a row: the row itself, or the object under its only key `features` (a
+/// feature's value is a number or a string, never an object, so this cannot shadow one).
+fn features(row: &Map<String, Value>) -> &Map<String, Value> {
+    match row.get("features") {
+        Some(Value::Object(inner)) if row.len() == 1 => inner,
+        _ => row,
+    }
 }

@@ -62,4 +62,6 @@ impl ServerError {
 }
 
 #[cfg(test)]
+mod docs_tests;
+#[cfg(test)]
 pub(crate) mod tests;

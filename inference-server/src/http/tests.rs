@@ -17,30 +17,41 @@ use crate::metrics::Metrics;
 use crate::state::{LoadedModel, ServerState};
 
 pub(crate) fn iris_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/iris-classifier/1")
+    iris_version_dir("1")
 }
 
-/// The bundled iris model, loaded straight from its directory (the registry is tested in its
-/// own crate and end to end in tests/).
-pub(crate) fn iris_state(max_body_bytes: usize) -> Arc<ServerState> {
-    let dir = iris_dir();
+fn iris_version_dir(version: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/iris-classifier")
+        .join(version)
+}
+
+/// A version of the bundled iris model, loaded straight from its directory (the registry is
+/// tested in its own crate and end to end in tests/).
+pub(crate) fn iris_model(version: &str, metrics: &Metrics) -> LoadedModel {
+    let dir = iris_version_dir(version);
     let signature =
         Signature::from_json(&std::fs::read(dir.join("signature.json")).unwrap()).unwrap();
-    let metrics = Metrics::new();
     let sig = signature.clone();
     let make = move || {
         OrtBackend::load(&dir.join("model.onnx"), &sig).map(|b| Box::new(b) as Box<dyn Backend>)
     };
-    let model = LoadedModel::with_backend(
+    LoadedModel::with_backend(
         "iris-classifier",
-        "1",
+        version,
         "sha256:test",
         signature,
         make,
         &BatchConfig::default(),
-        &metrics,
+        metrics,
     )
-    .expect("the bundled model loads (is ORT_DYLIB_PATH set? run `make setup`)");
+    .expect("the bundled model loads (is ORT_DYLIB_PATH set? run `scripts/setup.sh run`)")
+}
+
+/// Version 1 of the bundled iris model.
+pub(crate) fn iris_state(max_body_bytes: usize) -> Arc<ServerState> {
+    let metrics = Metrics::new();
+    let model = iris_model("1", &metrics);
     Arc::new(ServerState::new(vec![model], metrics, max_body_bytes))
 }
 
@@ -391,6 +402,110 @@ async fn classify_answers_with_labelled_probabilities() {
         confidence
     );
     assert!(confidence > 0.5);
+}
+
+#[tokio::test]
+async fn classify_and_predict_accept_features_nested_under_features() {
+    let state = iris_state(1 << 20);
+    let flat = json!({"sepal_length":6.7,"sepal_width":3.0,"petal_length":5.2,"petal_width":2.3});
+    let nested = json!({ "features": flat.clone() });
+    let (status, from_flat) = post(&state, "/api/v1/classify", flat.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{from_flat}");
+    let (status, from_nested) = post(&state, "/api/v1/classify", nested.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{from_nested}");
+    assert_eq!(from_nested, from_flat);
+    assert_eq!(from_nested["predicted_class"], "virginica");
+    let uri = "/api/v1/models/iris-classifier/predict";
+    let (status, rows) = post(&state, uri, json!([nested, flat])).await;
+    assert_eq!(status, StatusCode::OK, "{rows}");
+    assert_eq!(rows[0], rows[1]);
+    // Anything else under `features` is still named as what is wrong.
+    let (status, body) = post(&state, uri, json!({"features": {"sepal_length": 1}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("sepal_width"),
+        "{body}"
+    );
+}
+
+/// `--model m@production --model m@2`: both versions are served, the first is the default.
+#[tokio::test]
+async fn two_versions_of_one_model_are_both_served_the_first_by_default() {
+    let metrics = Metrics::new();
+    let models = vec![iris_model("2", &metrics), iris_model("1", &metrics)];
+    let state = Arc::new(ServerState::new(models, metrics, 1 << 20));
+    let infer = |uri: &'static str| {
+        let state = state.clone();
+        async move { post(&state, uri, two_rows()).await }
+    };
+    let (status, default) = infer("/v2/models/iris-classifier/infer").await;
+    assert_eq!(status, StatusCode::OK, "{default}");
+    assert_eq!(
+        default["model_version"], "2",
+        "the first given is the default"
+    );
+    for version in ["1", "2"] {
+        let uri = format!("/v2/models/iris-classifier/versions/{version}/infer");
+        let (status, body) = post(&state, &uri, two_rows()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["model_version"], version);
+    }
+    let (status, meta) = call(&state, "GET", "/v2/models/iris-classifier", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(meta["versions"], json!(["2", "1"]));
+    let (_, v1) = call(
+        &state,
+        "GET",
+        "/v2/models/iris-classifier/versions/1/ready",
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(v1["ready"], true);
+    let (status, body) = post(
+        &state,
+        "/v2/models/iris-classifier/versions/3/infer",
+        two_rows(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("serving versions: 2, 1"),
+        "{body}"
+    );
+    let (_, classified) = post(
+        &state,
+        "/api/v1/classify",
+        json!({"sepal_length":5.1,"sepal_width":3.5,"petal_length":1.4,"petal_width":0.2}),
+    )
+    .await;
+    assert_eq!(classified["model_version"], "2");
+    let (_, text) = call(&state, "GET", "/metrics", Body::empty()).await;
+    let text = text.as_str().unwrap();
+    let unknown = r#"mooring_inference_requests_total{model="iris-classifier",outcome="not_found",protocol="rest",version="unknown"} 1"#;
+    assert!(text.contains(unknown), "{unknown} in {text}");
+    for version in ["1", "2"] {
+        let series = format!(
+            r#"mooring_inference_requests_total{{model="iris-classifier",outcome="ok",protocol="rest",version="{version}"}}"#
+        );
+        assert!(text.contains(&series), "{series} in {text}");
+    }
+    assert_eq!(
+        crate::serve::served_summary(&state, &["chat (local backend, model smollm2)".into()]),
+        "iris-classifier@2, iris-classifier@1 (at /v2/models/iris-classifier/versions/1), \
+         chat (local backend, model smollm2)"
+    );
+}
+
+#[tokio::test]
+async fn the_same_version_given_twice_is_served_once() {
+    let metrics = Metrics::new();
+    let models = vec![iris_model("1", &metrics), iris_model("1", &metrics)];
+    let state = ServerState::new(models, metrics, 1 << 20);
+    assert_eq!(state.models().count(), 1);
+    assert_eq!(state.versions("iris-classifier"), ["1"]);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::{AppState, body, parse_json};
 use crate::error::{Result, ServerError};
-use crate::state::{InferRequest, LoadedModel, Protocol};
+use crate::state::{InferRequest, LoadedModel, Protocol, ServerState};
 use crate::tensor::{DataType, Tensor, TensorData};
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -63,7 +63,7 @@ async fn server_ready(State(state): State<AppState>) -> Response {
     (status, Json(json!({"ready": ready}))).into_response()
 }
 
-fn metadata(model: &LoadedModel) -> Value {
+fn metadata(state: &ServerState, model: &LoadedModel) -> Value {
     let tensors = |specs: &[mooring_registry::TensorSpec]| {
         specs
             .iter()
@@ -72,7 +72,7 @@ fn metadata(model: &LoadedModel) -> Value {
     };
     json!({
         "name": model.name,
-        "versions": [model.version],
+        "versions": state.versions(&model.name),
         "platform": model.platform,
         "inputs": tensors(&model.signature.inputs),
         "outputs": tensors(&model.signature.outputs),
@@ -83,14 +83,14 @@ async fn model_metadata(
     State(state): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<Json<Value>> {
-    Ok(Json(metadata(state.model(&model, None)?)))
+    Ok(Json(metadata(&state, state.model(&model, None)?)))
 }
 
 async fn model_version_metadata(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
-    Ok(Json(metadata(state.model(&model, Some(&version))?)))
+    Ok(Json(metadata(&state, state.model(&model, Some(&version))?)))
 }
 
 async fn model_ready(State(state): State<AppState>, Path(model): Path<String>) -> Result<Response> {
