@@ -12,7 +12,6 @@ use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{DeleteParams, Patch, PatchParams};
-use mooring_crds::ModelDeployment;
 use mooring_crds::model_deployment::PinSource;
 use mooring_kube_sim::{OutageKind, PodBehaviour, Sim};
 use mooring_operator::process::Exit;
@@ -507,12 +506,12 @@ async fn a_drift_monitor_rollback_request_is_honoured_once() {
     annotate(None).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(
-        world
+        !world
             .md()
             .metadata
             .annotations
             .unwrap_or_default()
-            .get(mooring_crds::model_deployment::ROLLBACK_REQUEST_ANNOTATION)
-            .is_none()
+            .contains_key(mooring_crds::model_deployment::ROLLBACK_REQUEST_ANNOTATION),
+        "the monitor's apply without the annotation removed it"
     );
 }
