@@ -71,6 +71,7 @@ pub fn compact(full: &FullReport, report_uri: Option<String>) -> DriftReport {
         prediction: full.prediction.as_ref().map(test_result),
         message: full.message.clone(),
         report_uri,
+        challenger: None,
     };
     let total = out.features.len();
     while compact_json(&out).len() > COMPACT_LIMIT && !out.features.is_empty() {
@@ -107,6 +108,7 @@ pub fn failed(model: &str, version: Option<&str>, message: &str) -> DriftReport 
         prediction: None,
         message: Some(msg),
         report_uri: None,
+        challenger: None,
     }
 }
 
