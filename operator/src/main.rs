@@ -1,5 +1,5 @@
-//! `mooring-operator`: runs the ModelDeployment controller, behind a leader-election Lease,
-//! with a metrics and probe server, until SIGTERM or Ctrl-C.
+//! `mooring-operator`: runs the ModelDeployment and DriftMonitor controllers, behind one
+//! leader-election Lease, with a metrics and probe server, until SIGTERM or Ctrl-C.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use mooring_operator::config::Cli;
 use mooring_operator::controller::{self, Context, fetch::RegistryConnector};
+use mooring_operator::drift_monitor;
 use mooring_operator::http::{AppState, app};
 use mooring_operator::leader::{self, LeaseLock};
 use mooring_operator::metrics::Metrics;
@@ -59,6 +60,12 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(version = %version.git_version, "connected to the API server");
     ready.store(true, Ordering::Relaxed);
 
+    let drift_ctx = Arc::new(drift_monitor::Context::new(
+        client.clone(),
+        Arc::new(RegistryConnector),
+        metrics.clone(),
+        cli.default_image.clone(),
+    ));
     let ctx = Arc::new(Context::new(
         client.clone(),
         Arc::new(RegistryConnector),
@@ -79,7 +86,12 @@ async fn main() -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let controller = tokio::spawn({
             let namespace = cli.namespace.clone();
-            async move { controller::run(ctx, namespace.as_deref(), wait(stop_rx)).await }
+            async move {
+                tokio::join!(
+                    controller::run(ctx, namespace.as_deref(), wait(stop_rx.clone())),
+                    drift_monitor::run(drift_ctx, namespace.as_deref(), wait(stop_rx)),
+                )
+            }
         });
         let lost = leader::hold(&lock, shutdown_rx.clone()).await;
         let _ = stop_tx.send(true);
@@ -89,7 +101,14 @@ async fn main() -> anyhow::Result<()> {
         }
         lost
     } else {
-        controller::run(ctx, cli.namespace.as_deref(), wait(shutdown_rx.clone())).await;
+        tokio::join!(
+            controller::run(ctx, cli.namespace.as_deref(), wait(shutdown_rx.clone())),
+            drift_monitor::run(
+                drift_ctx,
+                cli.namespace.as_deref(),
+                wait(shutdown_rx.clone())
+            ),
+        );
         false
     };
     let _ = server.await;

@@ -9,7 +9,9 @@ use jiff::Timestamp;
 use mooring_crds::DriftReport;
 use mooring_crds::drift_monitor::OnDrift;
 use mooring_crds::drift_report::DriftVerdict;
-use mooring_crds::model_deployment::{ModelDeployment, ROLLBACK_REQUEST_ANNOTATION, RollbackRequest};
+use mooring_crds::model_deployment::{
+    ModelDeployment, ROLLBACK_REQUEST_ANNOTATION, RollbackRequest,
+};
 
 use super::validate::{Target, ValidMonitor};
 
@@ -327,7 +329,11 @@ mod tests {
             alias: "challenger".into(),
             version: version.map(Into::into),
             verdict,
-            drift_share: if verdict == DriftVerdict::Drift { 0.5 } else { 0.0 },
+            drift_share: if verdict == DriftVerdict::Drift {
+                0.5
+            } else {
+                0.0
+            },
             drifted_features: if verdict == DriftVerdict::Drift {
                 vec!["petal_length".into()]
             } else {
@@ -401,22 +407,48 @@ mod tests {
     fn consecutive_drifts_hold_the_action_until_n_in_a_row() {
         let spec = "target: {modelDeployment: iris}\naction: {consecutiveDrifts: 3}";
         let p = plan(spec, DriftVerdict::Drift, None, 0, None, HOUR);
-        assert!(matches!(&p, Plan::Held { reason } if reason.contains("1 of 3")), "{p:?}");
+        assert!(
+            matches!(&p, Plan::Held { reason } if reason.contains("1 of 3")),
+            "{p:?}"
+        );
         assert_eq!(consecutive_after(&p, DriftVerdict::Drift, 0), 1);
         let p = plan(spec, DriftVerdict::Drift, None, 2, None, HOUR);
         assert_eq!(p, Plan::Act(Act::Notify));
         assert_eq!(consecutive_after(&p, DriftVerdict::Drift, 2), 0);
         // No drift breaks the run; no verdict does not.
-        assert_eq!(consecutive_after(&Plan::Nothing, DriftVerdict::NoDrift, 2), 0);
-        assert_eq!(consecutive_after(&Plan::Nothing, DriftVerdict::Failed, 2), 2);
+        assert_eq!(
+            consecutive_after(&Plan::Nothing, DriftVerdict::NoDrift, 2),
+            0
+        );
+        assert_eq!(
+            consecutive_after(&Plan::Nothing, DriftVerdict::Failed, 2),
+            2
+        );
     }
 
     #[test]
     fn cooldown_holds_a_second_action() {
         let now = READY_AT + 2 * HOUR;
-        let p = plan(NOTIFY, DriftVerdict::Drift, None, 0, Some(now - 1800), 2 * HOUR);
-        assert!(matches!(&p, Plan::Held { reason } if reason.contains("cooldown")), "{p:?}");
-        let p = plan(NOTIFY, DriftVerdict::Drift, None, 0, Some(now - HOUR), 2 * HOUR);
+        let p = plan(
+            NOTIFY,
+            DriftVerdict::Drift,
+            None,
+            0,
+            Some(now - 1800),
+            2 * HOUR,
+        );
+        assert!(
+            matches!(&p, Plan::Held { reason } if reason.contains("cooldown")),
+            "{p:?}"
+        );
+        let p = plan(
+            NOTIFY,
+            DriftVerdict::Drift,
+            None,
+            0,
+            Some(now - HOUR),
+            2 * HOUR,
+        );
         assert_eq!(p, Plan::Act(Act::Notify));
     }
 
@@ -435,7 +467,8 @@ mod tests {
             matches!(&p, Plan::Act(Act::Skip { action: OnDrift::Rollback, reason }) if reason.contains("in the data")),
             "{p:?}"
         );
-        let spec = "target: {modelDeployment: iris}\naction: {onDrift: Rollback, rollback: {window: 2d}}";
+        let spec =
+            "target: {modelDeployment: iris}\naction: {onDrift: Rollback, rollback: {window: 2d}}";
         assert!(matches!(
             plan(spec, DriftVerdict::Drift, None, 0, None, 25 * HOUR),
             Plan::Act(Act::Rollback { .. })
@@ -475,17 +508,27 @@ mod tests {
                 from: "3".into()
             })
         );
-        let skipped = |r: &DriftReport| match plan(PROMOTE, DriftVerdict::Drift, Some(r), 0, None, HOUR) {
-            Plan::Act(Act::Skip { action: OnDrift::Promote, reason }) => reason,
-            other => panic!("{other:?}"),
-        };
+        let skipped =
+            |r: &DriftReport| match plan(PROMOTE, DriftVerdict::Drift, Some(r), 0, None, HOUR) {
+                Plan::Act(Act::Skip {
+                    action: OnDrift::Promote,
+                    reason,
+                }) => reason,
+                other => panic!("{other:?}"),
+            };
         let r = skipped(&report(Some(gate(Some("4"), DriftVerdict::Drift))));
-        assert!(r.contains("drifts from challenger version 4") && r.contains("petal_length"), "{r}");
+        assert!(
+            r.contains("drifts from challenger version 4") && r.contains("petal_length"),
+            "{r}"
+        );
         let r = skipped(&report(Some(gate(Some("3"), DriftVerdict::NoDrift))));
         assert!(r.contains("already serving"), "{r}");
         let r = skipped(&report(Some(gate(None, DriftVerdict::Failed))));
         assert!(r.contains("names no version"), "{r}");
-        let r = skipped(&report(Some(gate(Some("4"), DriftVerdict::InsufficientData))));
+        let r = skipped(&report(Some(gate(
+            Some("4"),
+            DriftVerdict::InsufficientData,
+        ))));
         assert!(r.contains("no verdict"), "{r}");
         let r = skipped(&report(None));
         assert!(r.contains("no challenger gate"), "{r}");
@@ -501,7 +544,14 @@ mod tests {
              "statistic": 0.1, "pValue": 0.4, "threshold": 0.05, "drifted": false}
         ]))
         .unwrap();
-        let req = rollback_request("ml", "iris-drift", "iris-drift-1800000000", "3", "1", Some(&r));
+        let req = rollback_request(
+            "ml",
+            "iris-drift",
+            "iris-drift-1800000000",
+            "3",
+            "1",
+            Some(&r),
+        );
         assert_eq!(
             serde_json::to_value(&req).unwrap(),
             serde_json::json!({

@@ -108,7 +108,11 @@ pub async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<()> {
 }
 
 /// Apply the monitor's status.
-pub async fn status(api: &Api<DriftMonitor>, name: &str, status: &DriftMonitorStatus) -> Result<()> {
+pub async fn status(
+    api: &Api<DriftMonitor>,
+    name: &str,
+    status: &DriftMonitorStatus,
+) -> Result<()> {
     let body = json!({
         "apiVersion": "mooring.dev/v1alpha1",
         "kind": "DriftMonitor",

@@ -136,7 +136,10 @@ pub fn collect(job: &Job, pods: &[Pod]) -> Option<Collected> {
                 format!(
                     "{}: {}",
                     stuck.reason.as_deref().unwrap_or_default(),
-                    stuck.message.as_deref().unwrap_or("the container cannot start")
+                    stuck
+                        .message
+                        .as_deref()
+                        .unwrap_or("the container cannot start")
                 ),
                 None,
             );
@@ -146,9 +149,10 @@ pub fn collect(job: &Job, pods: &[Pod]) -> Option<Collected> {
         Some(complete) => {
             let message = termination_message(pods);
             if !complete {
-                let condition = status
-                    .and_then(|s| s.conditions.as_ref())
-                    .and_then(|cs| cs.iter().find(|c| c.type_ == "Failed" && c.status == "True"));
+                let condition = status.and_then(|s| s.conditions.as_ref()).and_then(|cs| {
+                    cs.iter()
+                        .find(|c| c.type_ == "Failed" && c.status == "True")
+                });
                 let why = condition
                     .map(|c| {
                         format!(
@@ -270,7 +274,10 @@ mod tests {
         let c = collect(&complete(), &[terminated(&long)]).unwrap();
         assert_eq!(c.verdict, DriftVerdict::Failed);
         let reason = c.reason.unwrap();
-        assert!(reason.contains("not a drift report") && reason.contains("4096"), "{reason}");
+        assert!(
+            reason.contains("not a drift report") && reason.contains("4096"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -285,8 +292,10 @@ mod tests {
 
     #[test]
     fn failed_job_gives_the_failure_and_the_checks_own_reason() {
-        let failed = job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                                  "message": "Job has reached the specified backoff limit"}]));
+        let failed = job(
+            json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                  "message": "Job has reached the specified backoff limit"}]),
+        );
         let msg = r#"{"verdict":"Failed","model":"m","samples":0,"referenceSamples":0,"driftShare":0,"driftShareThreshold":0,"message":"reading the prediction log: no such bucket"}"#;
         let pod = pod_with(json!({"terminated": {"exitCode": 1, "message": msg}}));
         let c = collect(&failed, &[pod]).unwrap();
@@ -298,8 +307,10 @@ mod tests {
 
     #[test]
     fn deadline_exceeded_is_a_failed_check() {
-        let failed = job(json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
-                                  "message": "Job was active longer than specified deadline"}]));
+        let failed = job(
+            json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                                  "message": "Job was active longer than specified deadline"}]),
+        );
         let c = collect(&failed, &[]).unwrap();
         assert_eq!(c.verdict, DriftVerdict::Failed);
         assert!(c.reason.unwrap().starts_with("DeadlineExceeded"));

@@ -134,7 +134,11 @@ pub fn registry_access(registry: &RegistryTarget) -> (Vec<EnvVar>, Vec<Volume>, 
         RegistryTarget::Mlflow {
             auth: Some(MlflowAuth::Token(s)),
             ..
-        } => (vec![from_secret(TOKEN_ENV, &s.name, &s.key)], vec![], vec![]),
+        } => (
+            vec![from_secret(TOKEN_ENV, &s.name, &s.key)],
+            vec![],
+            vec![],
+        ),
         RegistryTarget::Mlflow {
             auth: Some(MlflowAuth::Basic(s)),
             ..
@@ -391,7 +395,10 @@ status: {version: '7'}";
             .secret_key_ref
             .as_ref()
             .unwrap();
-        assert_eq!((key.name.as_str(), key.key.as_str()), ("mlflow-token", "pat"));
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str()),
+            ("mlflow-token", "pat")
+        );
         assert!(token.value.is_none());
     }
 
@@ -407,7 +414,10 @@ status: {version: '7'}";
         let p = pod(&job);
         assert_eq!(p.restart_policy.as_deref(), Some("Never"));
         assert_eq!(p.automount_service_account_token, Some(false));
-        assert_eq!(p.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+        assert_eq!(
+            p.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
         let c = &p.containers[0];
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
@@ -496,7 +506,14 @@ action: {onDrift: Promote, promote: {alias: production, fromAlias: challenger}}"
         let args = c.args.as_ref().unwrap();
         let gate = args.iter().position(|a| a == "--challenger-alias").unwrap();
         assert_eq!(args[gate + 1], "challenger");
-        let meta = job.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+        let meta = job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap();
         assert_eq!(meta.labels.as_ref().unwrap()["team"], "ml");
         assert_eq!(meta.labels.as_ref().unwrap()[MONITOR_LABEL], "iris-drift");
         assert_eq!(
@@ -523,7 +540,10 @@ status: {version: '3'}",
             .iter()
             .find(|m| m.name == "registry")
             .unwrap();
-        assert_eq!((m.mount_path.as_str(), m.read_only), ("/models", Some(true)));
+        assert_eq!(
+            (m.mount_path.as_str(), m.read_only),
+            ("/models", Some(true))
+        );
         let args = c.args.as_ref().unwrap();
         let r = args.iter().position(|a| a == "--reference").unwrap();
         assert_eq!(args[r + 1], "s3://refs/iris.csv");
@@ -531,7 +551,10 @@ status: {version: '3'}",
 
     #[test]
     fn long_monitor_names_still_give_valid_job_names() {
-        let name = job_name(&"m".repeat(100), Timestamp::from_second(1_800_000_000).unwrap());
+        let name = job_name(
+            &"m".repeat(100),
+            Timestamp::from_second(1_800_000_000).unwrap(),
+        );
         assert!(name.len() <= 63, "{name}");
         assert!(name.ends_with("-1800000000"));
     }

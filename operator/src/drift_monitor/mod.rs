@@ -258,7 +258,10 @@ async fn reconcile_steps(dm: &DriftMonitor, ctx: &Context) -> Result<Action> {
             None => Some(Collected {
                 verdict: DriftVerdict::Failed,
                 report: None,
-                reason: Some(format!("Job {} was deleted before it finished", run.job_name)),
+                reason: Some(format!(
+                    "Job {} was deleted before it finished",
+                    run.job_name
+                )),
                 completion_time: None,
                 stuck: false,
             }),
@@ -291,7 +294,15 @@ async fn reconcile_steps(dm: &DriftMonitor, ctx: &Context) -> Result<Action> {
             );
             if let Plan::Act(action) = &plan {
                 carry_out(
-                    action, &collected, &run.job_name, dm, &valid, &target, ctx, &apis, &mut new,
+                    action,
+                    &collected,
+                    &run.job_name,
+                    dm,
+                    &valid,
+                    &target,
+                    ctx,
+                    &apis,
+                    &mut new,
                 )
                 .await?;
             }
@@ -302,9 +313,9 @@ async fn reconcile_steps(dm: &DriftMonitor, ctx: &Context) -> Result<Action> {
     }
 
     // schedule, start
-    let running = jobs.iter().any(|j| {
-        collect::is_running(j) && j.metadata.name.as_deref() != stuck.as_deref()
-    });
+    let running = jobs
+        .iter()
+        .any(|j| collect::is_running(j) && j.metadata.name.as_deref() != stuck.as_deref());
     let decision = schedule::decide(
         &valid.every,
         new.last_schedule_time.as_ref().map(|t| t.0),
@@ -488,7 +499,10 @@ async fn carry_out(
             Some(&target.version),
             None,
             ActionResult::Succeeded,
-            format!("ModelDeployment {} version {}: {summary}", target.name, target.version),
+            format!(
+                "ModelDeployment {} version {}: {summary}",
+                target.name, target.version
+            ),
         ),
         Act::Skip { action, reason } => record(
             *action,
@@ -609,8 +623,14 @@ async fn carry_out(
                 attempts: 0,
                 error: Some(format!(
                     "spec.action.webhook.secretRef: Secret key {:?} of {:?} not found: nothing sent unsigned",
-                    hook.secret_ref.as_ref().map(|k| k.key.as_str()).unwrap_or_default(),
-                    hook.secret_ref.as_ref().map(|k| k.name.as_str()).unwrap_or_default()
+                    hook.secret_ref
+                        .as_ref()
+                        .map(|k| k.key.as_str())
+                        .unwrap_or_default(),
+                    hook.secret_ref
+                        .as_ref()
+                        .map(|k| k.name.as_str())
+                        .unwrap_or_default()
                 )),
             }
         } else {
@@ -673,9 +693,9 @@ pub async fn run(
             Api::all(client),
         ),
     };
-    let ours = watcher::Config::default().labels(&format!(
-        "app.kubernetes.io/managed-by=mooring-operator,app.kubernetes.io/component=drift-check"
-    ));
+    let ours = watcher::Config::default().labels(
+        "app.kubernetes.io/managed-by=mooring-operator,app.kubernetes.io/component=drift-check",
+    );
     let controller = Controller::new(dms, watcher::Config::default().any_semantic());
     let store = controller.store();
     let metrics = ctx.metrics.clone();

@@ -15,7 +15,7 @@ use super::validate::Error;
 #[derive(Clone, Debug)]
 pub enum Every {
     /// A cron pattern (minute hour day-of-month month day-of-week), read in `zone`.
-    Cron { cron: Cron, zone: TimeZone },
+    Cron { cron: Box<Cron>, zone: TimeZone },
     /// A fixed interval.
     Interval(Duration),
 }
@@ -57,7 +57,10 @@ impl Every {
             schedule: schedule.into(),
             reason: "never matches a real date".into(),
         })?;
-        Ok(Every::Cron { cron, zone })
+        Ok(Every::Cron {
+            cron: Box::new(cron),
+            zone,
+        })
     }
 
     /// The first run time strictly after `t`.

@@ -4,8 +4,8 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use mooring_crds::drift_monitor::{
-    ACTION_HISTORY_LIMIT, ActionResult, DriftActionRecord, DriftMonitorStatus, DriftRun,
-    OnDrift, VERDICT_HISTORY_LIMIT, VerdictRecord, condition,
+    ACTION_HISTORY_LIMIT, ActionResult, DriftActionRecord, DriftMonitorStatus, DriftRun, OnDrift,
+    VERDICT_HISTORY_LIMIT, VerdictRecord, condition,
 };
 use mooring_crds::drift_report::DriftVerdict;
 
@@ -45,7 +45,10 @@ pub fn ready(
 ) {
     status.next_run_time = next_run.map(Time);
     let (reason, message) = match (suspended, next_run) {
-        (true, _) => ("Suspended", "spec.suspend is true: no new checks start".to_string()),
+        (true, _) => (
+            "Suspended",
+            "spec.suspend is true: no new checks start".to_string(),
+        ),
         (false, Some(next)) => ("Scheduled", format!("next check at {next}")),
         (false, None) => ("Scheduled", "waiting for the running check".to_string()),
     };
@@ -153,7 +156,10 @@ pub fn finished(
         (_, DriftVerdict::NoDrift, Some(report)) => drift(
             false,
             "NoDrift",
-            format!("drift share {:.2} below {}", report.drift_share, report.drift_share_threshold),
+            format!(
+                "drift share {:.2} below {}",
+                report.drift_share, report.drift_share_threshold
+            ),
             status,
         ),
         _ => {}
@@ -190,12 +196,7 @@ pub fn last_action_time(status: &DriftMonitorStatus) -> Option<Timestamp> {
         .actions
         .iter()
         .rev()
-        .find(|a| {
-            matches!(
-                a.result,
-                ActionResult::Succeeded | ActionResult::Requested
-            )
-        })
+        .find(|a| matches!(a.result, ActionResult::Succeeded | ActionResult::Requested))
         .map(|a| a.time.0)
 }
 
@@ -210,7 +211,8 @@ pub fn transitions(old: &DriftMonitorStatus, new: &DriftMonitorStatus) -> Vec<Tr
         })
     };
     let cond = |s: &DriftMonitorStatus, t: &str| {
-        conditions::get(&s.conditions, t).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        conditions::get(&s.conditions, t)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
     };
     let (was, is) = (cond(old, condition::READY), cond(new, condition::READY));
     if let Some((status, reason, message)) = &is
@@ -242,7 +244,10 @@ pub fn transitions(old: &DriftMonitorStatus, new: &DriftMonitorStatus) -> Vec<Tr
     }
     if let Some(run) = &new.last_run
         && run.outcome.is_some()
-        && old.last_run.as_ref().is_none_or(|o| o.outcome.is_none() || o.job_name != run.job_name)
+        && old
+            .last_run
+            .as_ref()
+            .is_none_or(|o| o.outcome.is_none() || o.job_name != run.job_name)
     {
         let outcome = run.outcome.expect("checked");
         let (severity, reason) = match outcome {
@@ -271,7 +276,9 @@ pub fn transitions(old: &DriftMonitorStatus, new: &DriftMonitorStatus) -> Vec<Tr
             (_, ActionResult::Failed) => (Severity::Warning, "ActionFailed"),
             (_, ActionResult::Skipped) => (Severity::Warning, "ActionSkipped"),
             (OnDrift::Notify, _) => (Severity::Warning, "DriftNotified"),
-            (OnDrift::Rollback, ActionResult::Requested) => (Severity::Warning, "RollbackRequested"),
+            (OnDrift::Rollback, ActionResult::Requested) => {
+                (Severity::Warning, "RollbackRequested")
+            }
             (OnDrift::Rollback, _) => (Severity::Warning, "RolledBack"),
             (OnDrift::Promote, _) => (Severity::Normal, "Promoted"),
         };
@@ -316,8 +323,21 @@ mod tests {
         let mut s = DriftMonitorStatus::default();
         for i in 0..(VERDICT_HISTORY_LIMIT + 5) {
             let job = format!("job-{i}");
-            started(&mut s, &job, "3", Timestamp::from_second(i as i64).unwrap(), &at(1));
-            finished(&mut s, &job, &collected(DriftVerdict::NoDrift, 0.0), &Plan::Nothing, Some(1), &at(2));
+            started(
+                &mut s,
+                &job,
+                "3",
+                Timestamp::from_second(i as i64).unwrap(),
+                &at(1),
+            );
+            finished(
+                &mut s,
+                &job,
+                &collected(DriftVerdict::NoDrift, 0.0),
+                &Plan::Nothing,
+                Some(1),
+                &at(2),
+            );
         }
         assert_eq!(s.history.len(), VERDICT_HISTORY_LIMIT);
         assert_eq!(
@@ -341,17 +361,36 @@ mod tests {
             );
         }
         assert_eq!(s.actions.len(), ACTION_HISTORY_LIMIT);
-        assert_eq!(last_action_time(&s), Some(at((ACTION_HISTORY_LIMIT + 2) as i64).0));
+        assert_eq!(
+            last_action_time(&s),
+            Some(at((ACTION_HISTORY_LIMIT + 2) as i64).0)
+        );
     }
 
     #[test]
     fn drift_sets_the_condition_and_events_fire_once() {
         let mut old = DriftMonitorStatus::default();
-        started(&mut old, "job-1", "3", Timestamp::from_second(1).unwrap(), &at(1));
+        started(
+            &mut old,
+            "job-1",
+            "3",
+            Timestamp::from_second(1).unwrap(),
+            &at(1),
+        );
         let mut new = old.clone();
-        finished(&mut new, "job-1", &collected(DriftVerdict::Drift, 0.75), &Plan::Act(act::Act::Notify), Some(1), &at(2));
+        finished(
+            &mut new,
+            "job-1",
+            &collected(DriftVerdict::Drift, 0.75),
+            &Plan::Act(act::Act::Notify),
+            Some(1),
+            &at(2),
+        );
         let c = conditions::get(&new.conditions, condition::DRIFT_DETECTED).unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "DriftDetected"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "DriftDetected")
+        );
         assert!(c.message.contains("0.75"), "{}", c.message);
         let events = transitions(&old, &new);
         assert_eq!(events.len(), 1, "{events:?}");
@@ -362,13 +401,34 @@ mod tests {
     #[test]
     fn warmup_is_recorded_as_skipped_and_leaves_the_condition() {
         let mut s = DriftMonitorStatus::default();
-        started(&mut s, "job-1", "3", Timestamp::from_second(1).unwrap(), &at(1));
+        started(
+            &mut s,
+            "job-1",
+            "3",
+            Timestamp::from_second(1).unwrap(),
+            &at(1),
+        );
         let plan = Plan::WarmingUp {
             until: Timestamp::from_second(600).unwrap(),
         };
-        finished(&mut s, "job-1", &collected(DriftVerdict::Drift, 0.75), &plan, Some(1), &at(2));
+        finished(
+            &mut s,
+            "job-1",
+            &collected(DriftVerdict::Drift, 0.75),
+            &plan,
+            Some(1),
+            &at(2),
+        );
         assert!(!s.history[0].counted);
-        assert!(s.last_run.as_ref().unwrap().reason.as_ref().unwrap().starts_with("skipped"));
+        assert!(
+            s.last_run
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_ref()
+                .unwrap()
+                .starts_with("skipped")
+        );
         assert!(conditions::get(&s.conditions, condition::DRIFT_DETECTED).is_none());
         assert_eq!(s.consecutive_drifts, 0);
     }
@@ -380,10 +440,19 @@ mod tests {
             ..Default::default()
         };
         let old = s.clone();
-        not_ready(&mut s, "InvalidSchedule", "spec.schedule \"x\": bad", Some(2), &at(3));
+        not_ready(
+            &mut s,
+            "InvalidSchedule",
+            "spec.schedule \"x\": bad",
+            Some(2),
+            &at(3),
+        );
         assert_eq!(s.next_run_time, None);
         let c = conditions::get(&s.conditions, condition::READY).unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "InvalidSchedule"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "InvalidSchedule")
+        );
         let events = transitions(&old, &s);
         assert_eq!(events[0].reason, "InvalidSchedule");
     }

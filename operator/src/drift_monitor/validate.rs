@@ -93,12 +93,12 @@ impl Error {
             | Error::PromoteSameAlias(_)
             | Error::InvalidConsecutiveDrifts(_)
             | Error::InvalidWebhookUrl(_) => "InvalidAction",
-            Error::InvalidDriftShare(_) | Error::InvalidThreshold { .. } | Error::MixedMethods(_) => {
-                "InvalidTests"
-            }
-            Error::ArtifactAndUri | Error::UnsupportedArtifact(_) | Error::InvalidReferenceUri(_) => {
-                "InvalidReference"
-            }
+            Error::InvalidDriftShare(_)
+            | Error::InvalidThreshold { .. }
+            | Error::MixedMethods(_) => "InvalidTests",
+            Error::ArtifactAndUri
+            | Error::UnsupportedArtifact(_)
+            | Error::InvalidReferenceUri(_) => "InvalidReference",
             Error::DeadlineTooShort(_)
             | Error::InvalidBackoffLimit(_)
             | Error::NegativeHistoryLimit { .. } => "InvalidJob",
@@ -419,7 +419,11 @@ mod tests {
     #[test]
     fn every_invalid_field_names_itself() {
         let cases: &[(&str, &str, &str)] = &[
-            ("target: {modelDeployment: ' '}", "InvalidTarget", "spec.target"),
+            (
+                "target: {modelDeployment: ' '}",
+                "InvalidTarget",
+                "spec.target",
+            ),
             (
                 "{target: {modelDeployment: iris}, schedule: '61 * * * *'}",
                 "InvalidSchedule",
@@ -594,10 +598,7 @@ mod tests {
 
     #[test]
     fn durations_parse_in_the_crd_pattern() {
-        assert_eq!(
-            parse_duration("f", "90s").unwrap(),
-            Duration::from_secs(90)
-        );
+        assert_eq!(parse_duration("f", "90s").unwrap(), Duration::from_secs(90));
         assert_eq!(
             parse_duration("f", "7d").unwrap(),
             Duration::from_secs(604_800)
@@ -610,7 +611,9 @@ mod tests {
     #[test]
     fn target_checks_name_what_is_missing() {
         assert_eq!(target("iris", None).unwrap_err().reason(), "TargetNotFound");
-        let md = md_yaml("spec:\n  model: {name: iris-classifier, alias: production}\n  registry: {local: {path: /models}}");
+        let md = md_yaml(
+            "spec:\n  model: {name: iris-classifier, alias: production}\n  registry: {local: {path: /models}}",
+        );
         assert_eq!(
             target("iris", Some(&md)).unwrap_err().reason(),
             "NoPredictionLog"
@@ -622,7 +625,9 @@ mod tests {
             target("iris", Some(&md)).unwrap_err().reason(),
             "TargetNotServing"
         );
-        let md = md_yaml("spec:\n  model: {name: iris-classifier}\n  registry: {local: {path: /models}}\n  predictionLog: {sink: 'file:///log'}");
+        let md = md_yaml(
+            "spec:\n  model: {name: iris-classifier}\n  registry: {local: {path: /models}}\n  predictionLog: {sink: 'file:///log'}",
+        );
         let err = target("iris", Some(&md)).unwrap_err();
         assert_eq!(err.reason(), "InvalidTarget");
         assert!(err.to_string().contains("spec.model"), "{err}");
