@@ -766,3 +766,174 @@ async fn deleted_monitor_loses_its_metric_series() {
     assert_eq!(action, Action::await_change());
     assert!(!ctx.metrics.render().contains("iris-drift"));
 }
+
+/// The promote path against the real MLflow the test suite starts (`scripts/test.sh`): a
+/// `Drift` verdict with a passing challenger gate moves `production` to the challenger's
+/// version in MLflow and tags it; the ModelDeployment reconcile that follows rolls it out.
+#[tokio::test]
+async fn mlflow_promote_moves_production_and_the_target_rolls_it_out() {
+    use mooring_registry::mlflow::MlflowRegistry;
+
+    let url = std::env::var("MOORING_TEST_MLFLOW_URL").expect(
+        "MOORING_TEST_MLFLOW_URL is not set: this test needs a real MLflow server; run scripts/test.sh",
+    );
+    let model = format!(
+        "iris-dm-{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond() % 1_000_000_000
+    );
+    let mlflow = MlflowRegistry::new(&RegistryConfig::new(url.clone())).unwrap();
+    let bundled = |v: &str| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/iris-classifier")
+            .join(v)
+    };
+    for v in ["1", "2"] {
+        assert_eq!(
+            mlflow.register(&model, &bundled(v)).await.unwrap().version,
+            v
+        );
+    }
+    mlflow.set_alias(&model, "production", "1").await.unwrap();
+    mlflow.set_alias(&model, "challenger", "2").await.unwrap();
+
+    // The target serves version 1 (ready long ago), following `production` in MLflow.
+    let md_spec = format!(
+        "spec:
+  model: {{name: {model}, alias: production}}
+  registry: {{mlflow: {{url: '{url}'}}}}
+  predictionLog: {{sink: 'file:///var/log/mooring'}}
+status:
+  version: '1'
+  targetVersion: '1'
+  history:
+  - {{version: '1', startedAt: '1970-01-01T00:00:00Z', readyAt: '1970-01-01T00:01:00Z', outcome: Ready}}
+"
+    );
+    let md = serde_json::to_value(md_yaml(&md_spec)).unwrap();
+    let dm = awaiting(
+        "target: {modelDeployment: iris}\nintervalSeconds: 3600\naction: {onDrift: Promote, promote: {alias: production, fromAlias: challenger}}",
+        "iris-drift-1",
+    );
+    let gate =
+        json!({"alias": "challenger", "version": "2", "verdict": "NoDrift", "driftShare": 0.0});
+    let mut msg: Value = serde_json::from_str(&report("Drift", 0.75, Some(gate))).unwrap();
+    msg["model"] = json!(model);
+    msg["modelVersion"] = json!("1");
+
+    let (client, mut server) = mock_api::pair();
+    let mut ctx = Context::new(
+        client,
+        Arc::new(crate::controller::fetch::RegistryConnector),
+        Metrics::new().unwrap(),
+        IMAGE.into(),
+    );
+    ctx.clock = Arc::new(|| at(NOW));
+    let ctx = Arc::new(ctx);
+    let md_reply = md.clone();
+    let scripted = tokio::spawn(async move {
+        expect_get_md(&mut server, md_reply).await;
+        expect_jobs(
+            &mut server,
+            vec![job("iris-drift-1", Some(("Complete", "Completed")))],
+        )
+        .await;
+        expect_pods(
+            &mut server,
+            "iris-drift-1",
+            vec![pod("iris-drift-1", terminated(&msg.to_string()))],
+        )
+        .await;
+        let status = expect_status(&mut server).await;
+        let action = &status["actions"][0];
+        assert_eq!(
+            (action["action"].as_str(), action["result"].as_str()),
+            (Some("Promote"), Some("Succeeded")),
+            "{status}"
+        );
+        assert_eq!(
+            (action["fromVersion"].as_str(), action["toVersion"].as_str()),
+            (Some("1"), Some("2"))
+        );
+        expect_event(&mut server, "Normal", "Scheduled").await;
+        expect_event(&mut server, "Warning", "DriftDetected").await;
+        expect_event(&mut server, "Normal", "Promoted").await;
+        server
+    });
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        reconcile(Arc::new(dm), ctx),
+    )
+    .await
+    .expect("reconcile hung")
+    .expect("reconcile failed");
+    drop(scripted.await.expect("script panicked"));
+
+    let production = mlflow
+        .resolve(&ModelRef::alias(&model, "production"))
+        .await
+        .unwrap();
+    assert_eq!(production.version, "2");
+    assert_eq!(production.tags["mooring.dev/promoted-by"], "ml/iris-drift");
+
+    // The ModelDeployment controller's next reconcile resolves `production` to 2 and rolls
+    // it out, as for any alias move. Its exact requests are its own tests' business: this
+    // server answers them all and keeps the Deployment it was asked to apply.
+    let (client, mut server) = mock_api::pair();
+    let md_ctx = Arc::new(crate::controller::Context::new(
+        client,
+        Arc::new(crate::controller::fetch::RegistryConnector),
+        Metrics::new().unwrap(),
+        IMAGE.into(),
+    ));
+    let md_object: mooring_crds::ModelDeployment = serde_json::from_value(md.clone()).unwrap();
+    let answering = tokio::spawn(async move {
+        let mut deployment = None;
+        while let Ok(Some((request, send))) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), server_next(&mut server)).await
+        {
+            let (method, path, body) = request;
+            let reply = if method == Method::GET {
+                list("List", vec![])
+            } else if path.ends_with("/status") {
+                let mut object = md.clone();
+                object["status"] = body["status"].clone();
+                object
+            } else {
+                if path.contains("/deployments/") {
+                    deployment = Some(body.clone());
+                }
+                body
+            };
+            send(reply);
+        }
+        deployment
+    });
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        crate::controller::reconcile(Arc::new(md_object), md_ctx),
+    )
+    .await
+    .expect("ModelDeployment reconcile hung");
+    let deployment = answering.await.unwrap().expect("a Deployment was applied");
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["annotations"]["mooring.dev/model-version"], "2",
+        "{deployment}"
+    );
+}
+
+type Reply = Box<dyn FnOnce(Value) + Send>;
+
+/// The next request of any kind, with a way to answer it 200 with a JSON body.
+async fn server_next(server: &mut ApiServer) -> Option<((Method, String, Value), Reply)> {
+    let exchange = server.next_any().await?;
+    let request = (
+        exchange.method.clone(),
+        exchange.path.clone(),
+        exchange.body.clone(),
+    );
+    Some((
+        request,
+        Box::new(move |body| exchange.reply(StatusCode::OK, &body)),
+    ))
+}
