@@ -88,6 +88,9 @@ fn examples_are_valid_resources() {
     // One monitor per action.
     use mooring_crds::drift_monitor::OnDrift;
     for action in [OnDrift::Notify, OnDrift::Rollback, OnDrift::Promote] {
-        assert!(drift_monitors.contains(&action), "no example DriftMonitor for {action:?}");
+        assert!(
+            drift_monitors.contains(&action),
+            "no example DriftMonitor for {action:?}"
+        );
     }
 }

@@ -937,3 +937,129 @@ async fn server_next(server: &mut ApiServer) -> Option<((Method, String, Value),
         Box::new(move |body| exchange.reply(StatusCode::OK, &body)),
     ))
 }
+
+/// A webhook server on a free port recording what it receives; `status` is its answer.
+async fn webhook(status: u16) -> (String, Arc<Mutex<Vec<(Option<String>, String)>>>) {
+    use axum::http::HeaderMap;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let seen = seen.clone();
+            move |headers: HeaderMap, body: String| {
+                let seen = seen.clone();
+                async move {
+                    let signature = headers
+                        .get(super::webhook::SIGNATURE_HEADER)
+                        .map(|v| v.to_str().unwrap().to_string());
+                    seen.lock().unwrap().push((signature, body));
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), seen)
+}
+
+#[tokio::test]
+async fn notify_posts_the_signed_report_to_the_webhook() {
+    let (url, seen) = webhook(200).await;
+    let dm = awaiting(
+        &format!(
+            "target: {{modelDeployment: iris}}\nintervalSeconds: 3600\naction: {{webhook: {{url: '{url}', secretRef: {{name: drift-webhook, key: key}}}}}}"
+        ),
+        "iris-drift-1",
+    );
+    run(dm, Arc::default(), |mut server| async move {
+        expect_get_md(&mut server, md_json("")).await;
+        expect_jobs(
+            &mut server,
+            vec![job("iris-drift-1", Some(("Complete", "Completed")))],
+        )
+        .await;
+        let msg = report("Drift", 0.75, None);
+        expect_pods(
+            &mut server,
+            "iris-drift-1",
+            vec![pod("iris-drift-1", terminated(&msg))],
+        )
+        .await;
+        server
+            .expect(Method::GET, "/api/v1/namespaces/ml/secrets/drift-webhook")
+            .await
+            .reply(
+                StatusCode::OK,
+                &json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "drift-webhook", "namespace": "ml"},
+                "data": {"key": "czNjcmV0"}}),
+            );
+        let status = expect_status(&mut server).await;
+        assert_eq!(status["actions"][0]["action"], "Notify");
+        assert_eq!(status["actions"][0]["result"], "Succeeded");
+        assert_eq!(status["lastWebhook"]["delivered"], true);
+        assert_eq!(status["lastWebhook"]["attempts"], 1);
+        expect_event(&mut server, "Normal", "Scheduled").await;
+        expect_event(&mut server, "Warning", "DriftDetected").await;
+        expect_event(&mut server, "Warning", "DriftNotified").await;
+        server
+    })
+    .await;
+    let seen = seen.lock().unwrap();
+    let (signature, raw) = &seen[0];
+    let body: Value = serde_json::from_str(raw).unwrap();
+    assert_eq!(body["event"], "DriftDetected");
+    assert_eq!(
+        (body["monitor"].as_str(), body["target"].as_str()),
+        (Some("iris-drift"), Some("iris"))
+    );
+    assert_eq!(body["action"], "Notify");
+    assert_eq!(body["report"]["driftShare"], 0.75);
+    let expected = format!("sha256={}", super::webhook::sign(b"s3cret", raw.as_bytes()));
+    assert_eq!(signature.as_deref(), Some(expected.as_str()));
+}
+
+#[tokio::test]
+async fn a_failing_webhook_is_recorded_and_does_not_fail_the_reconcile() {
+    let (url, seen) = webhook(500).await;
+    let dm = awaiting(
+        &format!(
+            "target: {{modelDeployment: iris}}\nintervalSeconds: 3600\naction: {{webhook: {{url: '{url}'}}}}"
+        ),
+        "iris-drift-1",
+    );
+    run(dm, Arc::default(), |mut server| async move {
+        expect_get_md(&mut server, md_json("")).await;
+        expect_jobs(
+            &mut server,
+            vec![job("iris-drift-1", Some(("Complete", "Completed")))],
+        )
+        .await;
+        let msg = report("Drift", 0.75, None);
+        expect_pods(
+            &mut server,
+            "iris-drift-1",
+            vec![pod("iris-drift-1", terminated(&msg))],
+        )
+        .await;
+        let status = expect_status(&mut server).await;
+        assert_eq!(status["actions"][0]["result"], "Succeeded");
+        assert_eq!(status["lastWebhook"]["delivered"], false);
+        assert_eq!(status["lastWebhook"]["attempts"], 3);
+        assert!(
+            status["lastWebhook"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("500")
+        );
+        expect_event(&mut server, "Normal", "Scheduled").await;
+        expect_event(&mut server, "Warning", "DriftDetected").await;
+        expect_event(&mut server, "Warning", "DriftNotified").await;
+        expect_event(&mut server, "Warning", "WebhookFailed").await;
+        server
+    })
+    .await;
+    assert_eq!(seen.lock().unwrap().len(), 3);
+}

@@ -562,6 +562,34 @@ mod tests {
         }
     }
 
+    /// Extreme and odd values: an error or a valid spec, never a panic.
+    #[test]
+    fn odd_values_never_panic() {
+        for yaml in [
+            "{target: {modelDeployment: iris}, intervalSeconds: -2147483648}",
+            "{target: {modelDeployment: iris}, intervalSeconds: 2147483647}",
+            "{target: {modelDeployment: iris}, window: {maxSamples: 2147483647, minSamples: 2147483647}}",
+            "{target: {modelDeployment: iris}, window: {since: '99999999999999999999999d', warmup: 'é'}}",
+            "{target: {modelDeployment: iris}, action: {cooldown: '18446744073709551615d'}}",
+            "{target: {modelDeployment: iris}, schedule: '*/0 * * * *'}",
+            "{target: {modelDeployment: iris}, schedule: '@reboot'}",
+            "{target: {modelDeployment: iris}, schedule: '🕐 * * * *'}",
+            "{target: {modelDeployment: iris}, schedule: ''}",
+            "{target: {modelDeployment: iris}, schedule: '0 0 31 4 *'}",
+            "{target: {modelDeployment: iris}, tests: {driftShare: .nan}}",
+            "{target: {modelDeployment: iris}, tests: {numeric: {distanceThreshold: .inf}}}",
+            "{target: {modelDeployment: iris}, activeDeadlineSeconds: -9223372036854775808}",
+        ] {
+            let _ = validate(&spec(yaml));
+        }
+        let big = validate(&spec(
+            "{target: {modelDeployment: iris}, intervalSeconds: 2147483647}",
+        ))
+        .unwrap();
+        let far = big.every.next_after(jiff::Timestamp::MAX);
+        assert_eq!(far, None);
+    }
+
     #[test]
     fn defaults_are_valid_and_give_the_documented_guards() {
         let v = validate(&spec(MIN)).unwrap();
