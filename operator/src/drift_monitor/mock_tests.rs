@@ -1063,3 +1063,112 @@ async fn a_failing_webhook_is_recorded_and_does_not_fail_the_reconcile() {
     .await;
     assert_eq!(seen.lock().unwrap().len(), 3);
 }
+
+/// The single-owner rule between the two controllers: the ModelDeployment controller applies
+/// only `status` (the /status subresource, field manager `mooring-operator`); the monitor
+/// applies only `metadata.annotations[mooring.dev/rollback-request]` (the main resource,
+/// field manager `mooring-drift-monitor`). Server-side apply removes only the fields a
+/// manager stops sending, so with disjoint field sets each write survives the other's
+/// re-applies: shown here on the exact request bodies, applied in both orders.
+#[tokio::test]
+async fn rollback_request_and_target_status_writes_survive_each_other() {
+    use mooring_crds::model_deployment::{ModelDeploymentStatus, RollbackRequest};
+
+    let request = RollbackRequest {
+        id: "ml/iris-drift/iris-drift-1".into(),
+        from_version: "3".into(),
+        to_version: "1".into(),
+        reason: "drift".into(),
+    };
+    let mut pinned: ModelDeploymentStatus = md_yaml(SERVING_MD).status.unwrap();
+    pinned.rollback_pin = serde_yaml::from_str(
+        "{version: '1', replacesVersion: '3', setBy: DriftMonitor, reason: drift, since: '1970-01-01T03:48:00Z', requestId: ml/iris-drift/iris-drift-1}",
+    )
+    .unwrap();
+
+    // The ModelDeployment controller's status write, as it sends it.
+    let (client, mut server) = mock_api::pair();
+    let mds = kube::Api::<mooring_crds::ModelDeployment>::namespaced(client, "ml");
+    let status = pinned.clone();
+    let write =
+        tokio::spawn(async move { crate::controller::apply::status(&mds, "iris", &status).await });
+    let e = server.expect(Method::PATCH, &format!("{MD}/status")).await;
+    assert_apply_by(&e, "mooring-operator");
+    let status_body = e.body.clone();
+    e.reply(StatusCode::OK, &md_json(""));
+    write.await.unwrap().unwrap();
+
+    // The monitor's request and its withdrawal, as it sends them.
+    let put = super::apply::request_body("iris", Some(&request));
+    let withdraw = super::apply::request_body("iris", None);
+
+    // The leaf paths a body sets, without the identity fields every apply names.
+    fn fields(v: &Value) -> Vec<Vec<String>> {
+        fn walk(v: &Value, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+            match v.as_object() {
+                Some(map) if !map.is_empty() => {
+                    for (k, child) in map {
+                        let mut p = path.clone();
+                        p.push(k.clone());
+                        walk(child, p, out)
+                    }
+                }
+                _ => out.push(path),
+            }
+        }
+        let mut out = Vec::new();
+        walk(v, Vec::new(), &mut out);
+        out.retain(|p| {
+            !matches!(
+                p.iter().map(String::as_str).collect::<Vec<_>>()[..],
+                ["apiVersion"] | ["kind"] | ["metadata", "name"]
+            )
+        });
+        out
+    }
+    let theirs = fields(&status_body);
+    let ours = fields(&put);
+    assert!(theirs.iter().all(|p| p[0] == "status"), "{theirs:?}");
+    assert_eq!(
+        ours,
+        [vec![
+            "metadata".to_string(),
+            "annotations".into(),
+            ROLLBACK_REQUEST_ANNOTATION.into()
+        ]]
+    );
+    assert!(fields(&withdraw).is_empty());
+
+    // Apply them to one object in either order: what one wrote, the other left alone.
+    let apply = |object: &mut Value, body: &Value| {
+        for keys in fields(body) {
+            let (mut src, mut dst) = (body, &mut *object);
+            for k in &keys[..keys.len() - 1] {
+                src = &src[k.as_str()];
+                dst = dst
+                    .as_object_mut()
+                    .unwrap()
+                    .entry(k.clone())
+                    .or_insert(json!({}));
+            }
+            let last = keys[keys.len() - 1].as_str();
+            dst[last] = src[last].clone();
+        }
+    };
+    for order in [[&status_body, &put], [&put, &status_body]] {
+        let mut object = md_json("");
+        for body in order {
+            apply(&mut object, body);
+        }
+        assert_eq!(
+            object["status"]["rollbackPin"]["requestId"],
+            "ml/iris-drift/iris-drift-1"
+        );
+        assert!(object["metadata"]["annotations"][ROLLBACK_REQUEST_ANNOTATION].is_string());
+        assert_eq!(
+            object["spec"],
+            md_json("")["spec"],
+            "neither touches the spec"
+        );
+    }
+}
