@@ -2,9 +2,9 @@
 //!
 //! validate the spec (pure) → fetch the target ModelDeployment and check it (pure) → settle
 //! an earlier rollback request → collect the finished Job's report (pure) → decide the action
-//! with its guards (pure) and carry it out (`execute`) → schedule the next run (pure) and start its Job
-//! (built pure) → prune old Jobs → write the status and publish the Events of its
-//! transitions. Requeued exactly at the next run time; Job changes and target changes wake it.
+//! with its guards (pure) and carry it out (`execute`) → schedule the next run (pure) and
+//! start its Job (built pure) → prune old Jobs → write the status and publish the Events of
+//! its transitions. Requeued exactly at the next run time; Job and target changes wake it.
 
 pub mod act;
 pub mod apply;
