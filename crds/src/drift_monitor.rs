@@ -64,7 +64,13 @@ pub mod condition {
         type_ = "date",
         json_path = ".status.lastRun.completionTime"
     ),
-    printcolumn(name = "Next", type_ = "date", json_path = ".status.nextRunTime"),
+    // A string, not a date: kubectl prints future dates as `<invalid>`.
+    printcolumn(
+        name = "Next",
+        type_ = "string",
+        description = "When the next check starts",
+        json_path = ".status.nextRunTime"
+    ),
     printcolumn(
         name = "Action",
         type_ = "string",
