@@ -368,6 +368,20 @@ async fn challenger_gate_checks_the_window_against_the_challengers_reference() {
         serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
     assert_eq!(written.challenger.as_ref(), Some(gate));
 
+    // The gate is the ordinary check (whose statistics are the SciPy-golden ones) run against
+    // the challenger's reference: the same share as checking against that file directly.
+    let mut direct = a.clone();
+    direct.challenger_alias = None;
+    direct.result_file = None;
+    direct.reference = Some(
+        root.join("iris-classifier/3/reference.csv")
+            .display()
+            .to_string(),
+    );
+    let same = run(direct).await.unwrap();
+    assert_eq!(same.verdict, gate.verdict);
+    assert_eq!(same.drift_share, gate.drift_share);
+
     // The served version's own reference as the "challenger": it drifts like the check.
     a.challenger_alias = Some("production".into());
     let r = run(a.clone()).await.unwrap();
