@@ -81,6 +81,32 @@ pub struct DriftReport {
     /// Where the full report (JSON and HTML) was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_uri: Option<String>,
+    /// The challenger gate: the same window checked against the challenger version's own
+    /// reference dataset (only with `--challenger-alias`, for `onDrift: Promote`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenger: Option<ChallengerCheck>,
+}
+
+/// The result of the challenger gate, kept small (the termination message is capped at 4 KB).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChallengerCheck {
+    /// The alias naming the challenger, e.g. `challenger`.
+    pub alias: String,
+    /// The version it names; empty when the alias could not be resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `NoDrift` lets the promotion go ahead; `Failed` when the challenger or its reference
+    /// could not be read.
+    pub verdict: DriftVerdict,
+    /// Share of features drifting from the challenger's reference.
+    pub drift_share: f64,
+    /// Names of the features drifting from the challenger's reference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drifted_features: Vec<String>,
+    /// Why the gate failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The result of one statistical test.

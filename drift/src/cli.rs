@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
-use mooring_crds::drift_report::DriftReport;
+use mooring_crds::drift_report::{ChallengerCheck, DriftReport, DriftVerdict};
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 
@@ -56,6 +56,30 @@ pub struct DriftArgs {
     /// Registry (directory or MLflow URL) holding the version's `reference.csv`.
     #[arg(long, env = "MOORING_DRIFT_REGISTRY")]
     pub registry: Option<String>,
+    /// Bearer token for an MLflow registry (the variable the server's pods use too).
+    #[arg(long, env = "MOORING_REGISTRY_TOKEN", hide_env_values = true)]
+    pub registry_token: Option<String>,
+    /// Username for an MLflow registry with basic authentication.
+    #[arg(
+        long,
+        env = "MOORING_REGISTRY_USERNAME",
+        requires = "registry_password",
+        conflicts_with = "registry_token"
+    )]
+    pub registry_username: Option<String>,
+    /// Password for an MLflow registry with basic authentication.
+    #[arg(
+        long,
+        env = "MOORING_REGISTRY_PASSWORD",
+        hide_env_values = true,
+        requires = "registry_username"
+    )]
+    pub registry_password: Option<String>,
+    /// The challenger gate: also check the same window against the reference dataset of
+    /// the version this registry alias names (e.g. `challenger`); the result goes into the
+    /// report's `challenger`. A promotion needs it to say `NoDrift`.
+    #[arg(long, env = "MOORING_DRIFT_CHALLENGER_ALIAS", requires = "registry")]
+    pub challenger_alias: Option<String>,
     /// Reference dataset instead of the registry's: a CSV path, `file://…` or `s3://bucket/key`.
     #[arg(long, env = "MOORING_DRIFT_REFERENCE")]
     pub reference: Option<String>,
@@ -149,6 +173,7 @@ async fn run_inner(args: &DriftArgs) -> Result<DriftReport, DriftError> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "prediction log read"
     );
+    let read_stats = read.clone();
     let full = check::run_check(
         &args.model,
         args.version.as_deref(),
@@ -158,7 +183,11 @@ async fn run_inner(args: &DriftArgs) -> Result<DriftReport, DriftError> {
         &config,
     )?;
     let report_uri = write_reports(args, &sink, &full).await?;
-    let compact = report::compact(&full, Some(report_uri));
+    let challenger = match &args.challenger_alias {
+        Some(alias) => Some(challenger_gate(args, alias, &records, &read_stats, &config).await),
+        None => None,
+    };
+    let compact = report::compact(&full, Some(report_uri), challenger);
     if let Some(path) = &args.result_file {
         std::fs::write(path, report::compact_json(&compact)).map_err(|e| DriftError::Output {
             what: path.display().to_string(),
@@ -167,6 +196,101 @@ async fn run_inner(args: &DriftArgs) -> Result<DriftReport, DriftError> {
     }
     tracing::info!(verdict = ?full.verdict, share = full.drift_share, "drift check done");
     Ok(compact)
+}
+
+/// The challenger gate: the window checked against the reference of the version `alias`
+/// names. Never an error: a gate that cannot run says `Failed` with the reason, and the
+/// operator then skips the promotion.
+async fn challenger_gate(
+    args: &DriftArgs,
+    alias: &str,
+    records: &[crate::log::PredictionRecord],
+    read: &crate::log::ReadStats,
+    config: &CheckConfig,
+) -> ChallengerCheck {
+    let failed = |version: Option<String>, message: String| ChallengerCheck {
+        alias: alias.to_string(),
+        version,
+        verdict: DriftVerdict::Failed,
+        drift_share: 0.0,
+        drifted_features: Vec::new(),
+        message: Some(message),
+    };
+    let Some(location) = &args.registry else {
+        return failed(None, "--challenger-alias needs --registry".into());
+    };
+    let registry = match mooring_registry::connect(&registry_config(args, location)) {
+        Ok(r) => r,
+        Err(e) => return failed(None, format!("registry {location}: {e}")),
+    };
+    let resolved = match registry
+        .resolve(&mooring_registry::ModelRef::alias(&args.model, alias))
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return failed(None, e.to_string()),
+    };
+    let version = Some(resolved.version.clone());
+    let path = match registry.fetch(&resolved, &args.cache_dir).await {
+        Ok(fetched) => match fetched.reference_path() {
+            Some(p) => p,
+            None => {
+                return failed(
+                    version,
+                    format!(
+                        "version {} has no {}",
+                        resolved.version,
+                        mooring_registry::REFERENCE_FILE
+                    ),
+                );
+            }
+        },
+        Err(e) => return failed(version, e.to_string()),
+    };
+    let dataset = match tokio::fs::read(&path).await {
+        Ok(bytes) => match Dataset::from_csv(&bytes, &path.display().to_string()) {
+            Ok(d) => d,
+            Err(e) => return failed(version, e.to_string()),
+        },
+        Err(e) => return failed(version, format!("{}: {e}", path.display())),
+    };
+    match check::run_check(
+        &args.model,
+        Some(&resolved.version),
+        records,
+        read.clone(),
+        &dataset,
+        config,
+    ) {
+        Ok(full) => ChallengerCheck {
+            alias: alias.to_string(),
+            version,
+            verdict: match full.verdict {
+                check::Verdict::NoDrift => DriftVerdict::NoDrift,
+                check::Verdict::Drift => DriftVerdict::Drift,
+                check::Verdict::InsufficientData => DriftVerdict::InsufficientData,
+            },
+            drift_share: full.drift_share,
+            drifted_features: full
+                .features
+                .iter()
+                .filter(|f| f.outcome.drifted)
+                .map(|f| f.name.clone())
+                .take(10)
+                .collect(),
+            message: full.message,
+        },
+        Err(e) => failed(version, e.to_string()),
+    }
+}
+
+/// The registry's configuration with the credentials given.
+fn registry_config(args: &DriftArgs, location: &str) -> mooring_registry::RegistryConfig {
+    let mut config = mooring_registry::RegistryConfig::new(location);
+    config.token = args.registry_token.clone();
+    config.username = args.registry_username.clone();
+    config.password = args.registry_password.clone();
+    config
 }
 
 fn check_config(args: &DriftArgs) -> Result<CheckConfig, DriftError> {
@@ -254,7 +378,13 @@ async fn load_reference(args: &DriftArgs) -> Result<Dataset, DriftError> {
                     flag: "version",
                     reason: "needed to fetch reference.csv from the registry".into(),
                 })?;
-            let path = registry_reference(registry, &args.model, version, &args.cache_dir).await?;
+            let path = registry_reference(
+                &registry_config(args, registry),
+                &args.model,
+                version,
+                &args.cache_dir,
+            )
+            .await?;
             let bytes = tokio::fs::read(&path)
                 .await
                 .map_err(|e| DriftError::Reference(format!("{}: {e}", path.display())))?;
@@ -271,15 +401,16 @@ async fn load_reference(args: &DriftArgs) -> Result<Dataset, DriftError> {
 }
 
 async fn registry_reference(
-    location: &str,
+    config: &mooring_registry::RegistryConfig,
     model: &str,
     version: &str,
     cache: &std::path::Path,
 ) -> Result<PathBuf, DriftError> {
-    use mooring_registry::{ModelRef, RegistryConfig};
+    use mooring_registry::ModelRef;
+    let location = &config.location;
     let err =
         |e: mooring_registry::Error| DriftError::Reference(format!("registry {location}: {e}"));
-    let registry = mooring_registry::connect(&RegistryConfig::new(location)).map_err(err)?;
+    let registry = mooring_registry::connect(config).map_err(err)?;
     let model_ref: ModelRef =
         format!("{model}@{version}")
             .parse()

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use mooring_crds::drift_report::ChallengerCheck;
 use mooring_crds::drift_report::{
     DriftReport, DriftTest, DriftVerdict, FeatureDrift, FeatureKind, TestResult,
 };
@@ -41,7 +42,11 @@ fn finite(x: f64) -> f64 {
 
 /// The compact result: drifted features first; features are dropped from the end until
 /// the JSON fits [`COMPACT_LIMIT`], and the message says how many were left out.
-pub fn compact(full: &FullReport, report_uri: Option<String>) -> DriftReport {
+pub fn compact(
+    full: &FullReport,
+    report_uri: Option<String>,
+    challenger: Option<ChallengerCheck>,
+) -> DriftReport {
     let mut features: Vec<&FeatureReport> = full.features.iter().collect();
     features.sort_by_key(|f| (!f.outcome.drifted, f.name.clone()));
     let mut out = DriftReport {
@@ -71,6 +76,7 @@ pub fn compact(full: &FullReport, report_uri: Option<String>) -> DriftReport {
         prediction: full.prediction.as_ref().map(test_result),
         message: full.message.clone(),
         report_uri,
+        challenger,
     };
     let total = out.features.len();
     while compact_json(&out).len() > COMPACT_LIMIT && !out.features.is_empty() {
@@ -107,6 +113,7 @@ pub fn failed(model: &str, version: Option<&str>, message: &str) -> DriftReport 
         prediction: None,
         message: Some(msg),
         report_uri: None,
+        challenger: None,
     }
 }
 

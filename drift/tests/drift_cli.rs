@@ -278,3 +278,126 @@ async fn drift_reads_an_s3_sink_and_writes_the_report_beside_it() {
         .unwrap();
     assert!(String::from_utf8_lossy(&html).contains("<svg"));
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A copy of the bundled registry with a version 3 trained on shifted data (petal_length
+/// +1.5, sepal_width ×1.3: today's traffic in these tests); `challenger` names it.
+async fn registry_with_shifted_challenger(dir: &Path) -> PathBuf {
+    let root = dir.join("registry");
+    copy_dir(
+        &registry().join("iris-classifier"),
+        &root.join("iris-classifier"),
+    );
+    let v3 = dir.join("v3");
+    std::fs::create_dir_all(&v3).unwrap();
+    for file in ["model.onnx", "signature.json"] {
+        std::fs::copy(
+            registry().join("iris-classifier/2").join(file),
+            v3.join(file),
+        )
+        .unwrap();
+    }
+    let text = std::fs::read_to_string(registry().join("iris-classifier/2/reference.csv")).unwrap();
+    let mut lines = text.lines();
+    let mut shifted = format!("{}\n", lines.next().unwrap());
+    for line in lines {
+        let mut v: Vec<f64> = line.split(',').map(|c| c.parse().unwrap()).collect();
+        v[2] += 1.5;
+        v[1] *= 1.3;
+        let class = v[4] as i64;
+        let cells: Vec<String> = v[..4].iter().map(|x| format!("{x:.4}")).collect();
+        shifted += &format!("{},{class}\n", cells.join(","));
+    }
+    std::fs::write(v3.join("reference.csv"), shifted).unwrap();
+    let registry = mooring_registry::connect(&mooring_registry::RegistryConfig::new(
+        root.to_str().unwrap(),
+    ))
+    .unwrap();
+    let version = registry.register("iris-classifier", &v3).await.unwrap();
+    registry
+        .set_alias("iris-classifier", "challenger", &version.version)
+        .await
+        .unwrap();
+    root
+}
+
+/// The challenger gate: today's (shifted) traffic drifts from the served version's
+/// reference but not from the challenger's, which was trained on data like it.
+#[tokio::test]
+async fn challenger_gate_checks_the_window_against_the_challengers_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = registry_with_shifted_challenger(dir.path()).await;
+    let sink = format!("file://{}/logs", dir.path().display());
+    log_traffic(&sink, 500, 3, |x| {
+        x[2] += 1.5;
+        x[1] *= 1.3;
+    })
+    .await;
+    let result = dir.path().join("result.json");
+    let mut a = args(
+        &sink,
+        &[
+            "--challenger-alias",
+            "challenger",
+            "--result-file",
+            result.to_str().unwrap(),
+        ],
+    );
+    a.registry = Some(root.display().to_string());
+    let r = run(a.clone()).await.unwrap();
+    assert_eq!(r.verdict, DriftVerdict::Drift, "{r:?}");
+    let gate = r.challenger.as_ref().expect("the gate ran");
+    assert_eq!(gate.alias, "challenger");
+    assert_eq!(gate.version.as_deref(), Some("3"));
+    assert_eq!(gate.verdict, DriftVerdict::NoDrift, "{gate:?}");
+    assert!(gate.drift_share < 0.5);
+    // Both results reach the termination message.
+    let written: mooring_crds::drift_report::DriftReport =
+        serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    assert_eq!(written.challenger.as_ref(), Some(gate));
+
+    // The gate is the ordinary check (whose statistics are the SciPy-golden ones) run against
+    // the challenger's reference: the same share as checking against that file directly.
+    let mut direct = a.clone();
+    direct.challenger_alias = None;
+    direct.result_file = None;
+    direct.reference = Some(
+        root.join("iris-classifier/3/reference.csv")
+            .display()
+            .to_string(),
+    );
+    let same = run(direct).await.unwrap();
+    assert_eq!(same.verdict, gate.verdict);
+    assert_eq!(same.drift_share, gate.drift_share);
+
+    // The served version's own reference as the "challenger": it drifts like the check.
+    a.challenger_alias = Some("production".into());
+    let r = run(a.clone()).await.unwrap();
+    let gate = r.challenger.unwrap();
+    assert_eq!(gate.version.as_deref(), Some("1"));
+    assert_eq!(gate.verdict, DriftVerdict::Drift);
+    assert!(
+        gate.drifted_features.contains(&"petal_length".to_string()),
+        "{gate:?}"
+    );
+
+    // A missing alias fails the gate, not the check.
+    a.challenger_alias = Some("staging".into());
+    let r = run(a).await.unwrap();
+    assert_eq!(r.verdict, DriftVerdict::Drift);
+    let gate = r.challenger.unwrap();
+    assert_eq!((gate.verdict, gate.version), (DriftVerdict::Failed, None));
+    assert!(gate.message.unwrap().contains("staging"));
+}

@@ -1,9 +1,10 @@
-//! The Mooring operator: the ModelDeployment controller, leader election, metrics and
-//! probes.
+//! The Mooring operator: the ModelDeployment and DriftMonitor controllers, leader election,
+//! metrics and probes.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod controller;
+pub mod drift_monitor;
 pub mod http;
 pub mod leader;
 pub mod metrics;

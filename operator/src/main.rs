@@ -1,4 +1,4 @@
-//! `mooring-operator`: runs the controllers behind a leader-election Lease, with a metrics
+//! `mooring-operator`: runs the ModelDeployment and DriftMonitor controllers behind a leader-election Lease, with a metrics
 //! and probe server, until SIGTERM or Ctrl-C — or until it loses the Lease, when it exits
 //! non-zero at once so Kubernetes restarts it as a fresh candidate.
 #![forbid(unsafe_code)]
@@ -11,11 +11,11 @@ use clap::Parser;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use mooring_operator::config::Cli;
-use mooring_operator::controller::{Context, fetch::RegistryConnector};
+use mooring_operator::controller::fetch::RegistryConnector;
 use mooring_operator::http::{AppState, app};
 use mooring_operator::leader::LeaseLock;
 use mooring_operator::metrics::Metrics;
-use mooring_operator::process::{self, Exit, Health};
+use mooring_operator::process::{self, Controllers, Exit, Health};
 use mooring_operator::telemetry;
 use tokio::sync::watch;
 
@@ -65,12 +65,12 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(version = %version.git_version, "connected to the API server");
     health.set_api_reachable();
 
-    let ctx = Arc::new(Context::new(
+    let controllers = Controllers::new(
         client.clone(),
         Arc::new(RegistryConnector),
         metrics,
         cli.default_image.clone(),
-    ));
+    );
     let election = cli.leader_election.then(|| {
         LeaseLock::new(
             Api::<Lease>::namespaced(client, &cli.lease_namespace),
@@ -79,7 +79,14 @@ async fn main() -> anyhow::Result<()> {
             Duration::from_secs(cli.lease_duration_seconds),
         )
     });
-    let exit = process::operate(ctx, cli.namespace.clone(), election, health, shutdown_rx).await;
+    let exit = process::operate(
+        controllers,
+        cli.namespace.clone(),
+        election,
+        health,
+        shutdown_rx,
+    )
+    .await;
 
     let _ = server_stop_tx.send(true);
     if tokio::time::timeout(PROBE_SERVER_DRAIN, server)

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the operator.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
@@ -30,7 +30,23 @@ pub struct Metrics {
     /// The model label of each ModelDeployment's `resolved_version` series, by (namespace, name),
     /// so series of renamed models and deleted ModelDeployments can be removed.
     exported: Arc<Mutex<HashMap<(String, String), String>>>,
+    /// Finished drift checks by namespace, monitor and verdict.
+    pub drift_checks: IntCounterVec,
+    /// Share of drifted features in each monitor's last report.
+    pub drift_share: GaugeVec,
+    /// When each monitor's last check finished (Unix seconds).
+    pub drift_last_check: GaugeVec,
+    /// Actions on drift by namespace, monitor, action and result.
+    pub drift_actions: IntCounterVec,
+    /// The (namespace, monitor) pairs with drift series, so deleted monitors' go.
+    monitors: Arc<Mutex<HashSet<(String, String)>>>,
 }
+
+/// Every verdict label value (a bounded set).
+const VERDICTS: &[&str] = &["NoDrift", "Drift", "InsufficientData", "Failed"];
+/// Every action and result label value.
+const ACTIONS: &[&str] = &["Notify", "Rollback", "Promote"];
+const RESULTS: &[&str] = &["Succeeded", "Requested", "Skipped", "Failed"];
 
 impl Metrics {
     pub fn new() -> Result<Self> {
@@ -67,6 +83,38 @@ impl Metrics {
             ),
             &["namespace", "name", "model"],
         )?;
+        let drift_checks = IntCounterVec::new(
+            Opts::new(
+                "mooring_drift_checks_total",
+                "Finished drift checks by verdict",
+            ),
+            &["namespace", "monitor", "verdict"],
+        )?;
+        let drift_share = GaugeVec::new(
+            Opts::new(
+                "mooring_drift_share",
+                "Share of drifted features in the last drift report",
+            ),
+            &["namespace", "monitor"],
+        )?;
+        let drift_last_check = GaugeVec::new(
+            Opts::new(
+                "mooring_drift_last_check_timestamp_seconds",
+                "When the last drift check finished",
+            ),
+            &["namespace", "monitor"],
+        )?;
+        let drift_actions = IntCounterVec::new(
+            Opts::new(
+                "mooring_drift_actions_total",
+                "Actions on drift by action and result",
+            ),
+            &["namespace", "monitor", "action", "result"],
+        )?;
+        registry.register(Box::new(drift_checks.clone()))?;
+        registry.register(Box::new(drift_share.clone()))?;
+        registry.register(Box::new(drift_last_check.clone()))?;
+        registry.register(Box::new(drift_actions.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -84,7 +132,93 @@ impl Metrics {
             resolved_version,
             leader,
             exported: Arc::default(),
+            drift_checks,
+            drift_share,
+            drift_last_check,
+            drift_actions,
+            monitors: Arc::default(),
         })
+    }
+
+    fn monitor_seen(&self, namespace: &str, monitor: &str) {
+        self.monitors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((namespace.to_string(), monitor.to_string()));
+    }
+
+    /// Record a finished drift check.
+    pub fn record_check(
+        &self,
+        namespace: &str,
+        monitor: &str,
+        verdict: &str,
+        share: Option<f64>,
+        finished_at: f64,
+    ) {
+        self.monitor_seen(namespace, monitor);
+        self.drift_checks
+            .with_label_values(&[namespace, monitor, verdict])
+            .inc();
+        if let Some(share) = share {
+            self.drift_share
+                .with_label_values(&[namespace, monitor])
+                .set(share);
+        }
+        self.drift_last_check
+            .with_label_values(&[namespace, monitor])
+            .set(finished_at);
+    }
+
+    /// Record an action on drift.
+    pub fn record_action(&self, namespace: &str, monitor: &str, action: &str, result: &str) {
+        self.monitor_seen(namespace, monitor);
+        self.drift_actions
+            .with_label_values(&[namespace, monitor, action, result])
+            .inc();
+    }
+
+    /// Remove every drift series of a monitor.
+    pub fn forget_monitor(&self, namespace: &str, monitor: &str) {
+        self.monitors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(namespace.to_string(), monitor.to_string()));
+        self.remove_monitor_series(namespace, monitor);
+    }
+
+    fn remove_monitor_series(&self, namespace: &str, monitor: &str) {
+        // Removing a series that was never set is an error we do not care about.
+        for verdict in VERDICTS {
+            let _ = self
+                .drift_checks
+                .remove_label_values(&[namespace, monitor, verdict]);
+        }
+        for action in ACTIONS {
+            for result in RESULTS {
+                let _ = self
+                    .drift_actions
+                    .remove_label_values(&[namespace, monitor, action, result]);
+            }
+        }
+        let _ = self.drift_share.remove_label_values(&[namespace, monitor]);
+        let _ = self
+            .drift_last_check
+            .remove_label_values(&[namespace, monitor]);
+    }
+
+    /// Remove the drift series of monitors for which `exists(namespace, name)` is false.
+    pub fn forget_deleted_monitors(&self, exists: impl Fn(&str, &str) -> bool) {
+        let mut monitors = self.monitors.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<_> = monitors
+            .iter()
+            .filter(|(ns, name)| !exists(ns, name))
+            .cloned()
+            .collect();
+        for (ns, name) in gone {
+            monitors.remove(&(ns.clone(), name.clone()));
+            self.remove_monitor_series(&ns, &name);
+        }
     }
 
     /// The text exposition format.
@@ -156,6 +290,28 @@ mod tests {
         let text = m.render();
         assert!(!text.contains("name=\"iris\""), "{text}");
         assert!(text.contains("model=\"wine\",name=\"other\""), "{text}");
+    }
+
+    #[test]
+    fn drift_series_of_deleted_monitors_go() {
+        let m = Metrics::new().unwrap();
+        m.record_check("ml", "iris-drift", "Drift", Some(0.75), 1000.0);
+        m.record_action("ml", "iris-drift", "Rollback", "Requested");
+        m.record_check("ml", "other", "NoDrift", Some(0.0), 1000.0);
+        let text = m.render();
+        assert!(
+            text.contains(r#"mooring_drift_checks_total{monitor="iris-drift",namespace="ml",verdict="Drift"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"mooring_drift_share{monitor="iris-drift",namespace="ml"} 0.75"#));
+        assert!(text.contains(r#"mooring_drift_last_check_timestamp_seconds{monitor="iris-drift",namespace="ml"} 1000"#));
+        assert!(text.contains(r#"mooring_drift_actions_total{action="Rollback",monitor="iris-drift",namespace="ml",result="Requested"} 1"#));
+        m.forget_deleted_monitors(|_, name| name == "other");
+        let text = m.render();
+        assert!(!text.contains("iris-drift"), "{text}");
+        assert!(text.contains(r#"monitor="other""#));
+        m.forget_monitor("ml", "other");
+        assert!(!m.render().contains(r#"monitor="other""#));
     }
 
     #[test]

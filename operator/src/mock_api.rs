@@ -116,6 +116,34 @@ impl ApiServer {
     }
 }
 
+impl ApiServer {
+    /// The next request, whatever it is (for tests that answer every request alike);
+    /// `None` once the client is gone.
+    pub async fn next_any(&mut self) -> Option<Exchange> {
+        let (request, send) = self.handle.next_request().await?;
+        let uri = request.uri().clone();
+        let method = request.method().clone();
+        let query = url_query(uri.query().unwrap_or(""));
+        let bytes = request
+            .into_body()
+            .collect_bytes()
+            .await
+            .expect("request body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("JSON request body")
+        };
+        Some(Exchange {
+            method,
+            path: uri.path().to_string(),
+            query,
+            body,
+            send,
+        })
+    }
+}
+
 fn url_query(query: &str) -> BTreeMap<String, String> {
     query
         .split('&')

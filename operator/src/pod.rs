@@ -22,32 +22,28 @@ pub const DRAIN_SECONDS: i64 = 30;
 pub fn apply_pod_options(opts: &PodOptions, pod: &mut PodSpec, container: &mut Container) {
     pod.service_account_name = opts.service_account_name.clone();
     pod.automount_service_account_token = Some(opts.service_account_name.is_some());
-    if !opts.image_pull_secrets.is_empty() {
-        pod.image_pull_secrets = Some(opts.image_pull_secrets.clone());
-    }
+    extend(&mut pod.image_pull_secrets, &opts.image_pull_secrets);
     if !opts.node_selector.is_empty() {
-        pod.node_selector = Some(opts.node_selector.clone());
+        pod.node_selector
+            .get_or_insert_with(Default::default)
+            .extend(opts.node_selector.clone());
     }
-    if !opts.tolerations.is_empty() {
-        pod.tolerations = Some(opts.tolerations.clone());
+    extend(&mut pod.tolerations, &opts.tolerations);
+    if let Some(affinity) = &opts.affinity {
+        pod.affinity = Some(affinity.clone());
     }
-    pod.affinity = opts.affinity.clone();
-    if !opts.topology_spread_constraints.is_empty() {
-        pod.topology_spread_constraints = Some(opts.topology_spread_constraints.clone());
-    }
-    if !opts.volumes.is_empty() {
-        pod.volumes
-            .get_or_insert_with(Vec::new)
-            .extend(opts.volumes.iter().cloned());
-    }
-    if !opts.volume_mounts.is_empty() {
-        container
-            .volume_mounts
-            .get_or_insert_with(Vec::new)
-            .extend(opts.volume_mounts.iter().cloned());
-    }
-    if !opts.env_from.is_empty() {
-        container.env_from = Some(opts.env_from.clone());
+    extend(
+        &mut pod.topology_spread_constraints,
+        &opts.topology_spread_constraints,
+    );
+    extend(&mut pod.volumes, &opts.volumes);
+    extend(&mut container.volume_mounts, &opts.volume_mounts);
+    extend(&mut container.env_from, &opts.env_from);
+}
+
+fn extend<T: Clone>(target: &mut Option<Vec<T>>, extra: &[T]) {
+    if !extra.is_empty() {
+        target.get_or_insert_with(Vec::new).extend_from_slice(extra);
     }
 }
 

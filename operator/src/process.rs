@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use tokio::sync::watch;
 
-use crate::controller::{self, Context};
+use crate::controller::{self, fetch::Connector};
+use crate::drift_monitor;
 use crate::leader::{self, LeaseLock};
+use crate::metrics::Metrics;
 
 /// Where this replica stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,25 +77,67 @@ pub enum Exit {
     ControllersStopped,
 }
 
-/// Run every controller until `stop` resolves.
+/// The contexts of every controller the process runs.
+#[derive(Clone)]
+pub struct Controllers {
+    pub model_deployments: Arc<controller::Context>,
+    pub drift_monitors: Arc<drift_monitor::Context>,
+}
+
+impl Controllers {
+    pub fn new(
+        client: kube::Client,
+        connector: Arc<dyn Connector>,
+        metrics: Metrics,
+        default_image: String,
+    ) -> Self {
+        Controllers {
+            model_deployments: Arc::new(controller::Context::new(
+                client.clone(),
+                connector.clone(),
+                metrics.clone(),
+                default_image.clone(),
+            )),
+            drift_monitors: Arc::new(drift_monitor::Context::new(
+                client,
+                connector,
+                metrics,
+                default_image,
+            )),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.model_deployments.metrics
+    }
+}
+
+/// Run every controller until `stop` flips to `true`.
 pub async fn run_controllers(
-    ctx: Arc<Context>,
+    controllers: Controllers,
     namespace: Option<String>,
-    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    stop: watch::Receiver<bool>,
 ) {
-    controller::run(ctx, namespace.as_deref(), stop).await;
+    tokio::join!(
+        controller::run(
+            controllers.model_deployments,
+            namespace.as_deref(),
+            wait(stop.clone())
+        ),
+        drift_monitor::run(controllers.drift_monitors, namespace.as_deref(), wait(stop)),
+    );
 }
 
 /// Run the controllers, behind `election` when given, until `shutdown` flips to `true` or
 /// leadership is lost.
 pub async fn operate(
-    ctx: Arc<Context>,
+    controllers: Controllers,
     namespace: Option<String>,
     election: Option<LeaseLock>,
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) -> Exit {
-    let metrics = ctx.metrics.clone();
+    let metrics = controllers.metrics().clone();
     let Some(lock) = election else {
         health.set_role(Role::Leading);
         metrics.leader.set(1);
@@ -101,7 +145,7 @@ pub async fn operate(
             let shutdown = shutdown.clone();
             move || *shutdown.borrow()
         };
-        run_controllers(ctx, namespace, wait(shutdown)).await;
+        run_controllers(controllers, namespace, shutdown).await;
         health.set_role(Role::Stopped);
         metrics.leader.set(0);
         return if stopped_by_signal() {
@@ -120,7 +164,7 @@ pub async fn operate(
     health.set_role(Role::Leading);
     metrics.leader.set(1);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut controllers = tokio::spawn(run_controllers(ctx, namespace, wait(stop_rx)));
+    let mut controllers = tokio::spawn(run_controllers(controllers, namespace, stop_rx));
     let exit = tokio::select! {
         lost = leader::hold(&lock, shutdown.clone()) => {
             if lost {

@@ -27,10 +27,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 use mooring_crds::ModelDeployment;
-use mooring_operator::controller::{Context, fetch::RegistryConnector};
+use mooring_operator::controller::fetch::RegistryConnector;
 use mooring_operator::leader::LeaseLock;
 use mooring_operator::metrics::Metrics;
-use mooring_operator::process::{self, Exit, Health};
+use mooring_operator::process::{self, Controllers, Exit, Health};
 use tokio::sync::watch;
 
 /// Every wait is bounded.
@@ -136,12 +136,12 @@ impl Cluster {
         &self,
         identity: Option<&str>,
     ) -> (watch::Sender<bool>, tokio::task::JoinHandle<Exit>) {
-        let ctx = Arc::new(Context::new(
+        let controllers = Controllers::new(
             self.operator.clone(),
             Arc::new(RegistryConnector),
             Metrics::new().unwrap(),
             "mooring/inference-server:0.1.0".into(),
-        ));
+        );
         let election = identity.map(|id| {
             LeaseLock::new(
                 Api::<Lease>::namespaced(self.operator.clone(), &self.namespace),
@@ -154,7 +154,7 @@ impl Cluster {
         health.set_api_reachable();
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(process::operate(
-            ctx,
+            controllers,
             Some(self.namespace.clone()),
             election,
             health,

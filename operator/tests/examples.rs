@@ -62,6 +62,7 @@ fn examples_are_valid_resources() {
     );
     assert!(files.iter().any(|f| f.ends_with("iris-mlflow.yaml")));
     let mut model_deployments = 0;
+    let mut drift_monitors = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
@@ -72,11 +73,24 @@ fn examples_are_valid_resources() {
                     validate(&md.spec).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
                     model_deployments += 1;
                 }
-                Some("DriftMonitor") => drop(check::<DriftMonitor>(&doc, &file)),
+                Some("DriftMonitor") => {
+                    let dm: DriftMonitor = check(&doc, &file);
+                    mooring_operator::drift_monitor::validate::validate(&dm.spec)
+                        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                    drift_monitors.push(dm.spec.action.on_drift);
+                }
                 Some("ChatService") => drop(check::<ChatService>(&doc, &file)),
                 other => panic!("{}: unexpected kind {other:?}", file.display()),
             }
         }
     }
     assert!(model_deployments >= 2);
+    // One monitor per action.
+    use mooring_crds::drift_monitor::OnDrift;
+    for action in [OnDrift::Notify, OnDrift::Rollback, OnDrift::Promote] {
+        assert!(
+            drift_monitors.contains(&action),
+            "no example DriftMonitor for {action:?}"
+        );
+    }
 }

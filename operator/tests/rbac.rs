@@ -91,6 +91,40 @@ const CALLS: &[Call] = &[
     },
     Call {
         role: Role::Workload,
+        group: "mooring.dev",
+        resource: "modeldeployments",
+        verbs: &["get", "patch", "create"],
+        code: "drift_monitor/mod.rs `reconcile_steps` (get the target); drift_monitor/apply.rs \
+               `rollback_request` (server-side apply of the rollback-request annotation)",
+        evidence: Evidence::Scanned,
+    },
+    Call {
+        role: Role::Workload,
+        group: "mooring.dev",
+        resource: "driftmonitors",
+        verbs: &["list", "watch"],
+        code: "drift_monitor/mod.rs `run`: Controller::new watches DriftMonitors",
+        evidence: Evidence::Scanned,
+    },
+    Call {
+        role: Role::Workload,
+        group: "mooring.dev",
+        resource: "driftmonitors/status",
+        verbs: &["patch"],
+        code: "drift_monitor/apply.rs `status`: server-side apply of the status subresource",
+        evidence: Evidence::Scanned,
+    },
+    Call {
+        role: Role::Workload,
+        group: "batch",
+        resource: "jobs",
+        verbs: &["list", "watch", "create", "patch", "delete"],
+        code: "drift_monitor/apply.rs `job` (apply), `jobs_of` (list), `delete_job` (history \
+               limits); drift_monitor/mod.rs `run` (.owns)",
+        evidence: Evidence::Scanned,
+    },
+    Call {
+        role: Role::Workload,
         group: "autoscaling",
         resource: "horizontalpodautoscalers",
         verbs: &["create", "patch", "delete"],

@@ -238,6 +238,18 @@ pub trait Registry: Send + Sync {
     /// Remove an alias (demotion). Removing an alias that does not exist is an error.
     async fn delete_alias(&self, name: &str, alias: &str) -> Result<()>;
 
+    /// Tag a version (e.g. who promoted it). Registries without version tags (the local
+    /// directory) record nothing and return `Ok(false)`; `Ok(true)` when the tag was set.
+    async fn set_version_tag(
+        &self,
+        _name: &str,
+        _version: &str,
+        _key: &str,
+        _value: &str,
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Register the model directory `dir` (model.onnx, signature.json, optional reference.csv)
     /// as a new version of `name`, creating the model if needed; returns the new version.
     async fn register(&self, name: &str, dir: &std::path::Path) -> Result<ModelVersion>;

@@ -308,3 +308,36 @@ async fn connection_refused_is_a_clear_transient_error_after_retries() {
     assert!(msg.contains("gave up after 3 attempts"), "{msg}");
     assert!(msg.to_lowercase().contains("connection refused"), "{msg}");
 }
+
+#[tokio::test]
+async fn version_tags_are_set_on_mlflow_and_a_no_op_locally() {
+    let reg = registry();
+    let name = unique("iris-tagged");
+    register_iris(&reg, &name).await;
+    assert!(
+        reg.set_version_tag(&name, "2", "mooring.dev/promoted-by", "ml/iris-drift")
+            .await
+            .unwrap()
+    );
+    let v2 = reg.resolve(&r(&format!("{name}@2"))).await.unwrap();
+    assert_eq!(v2.tags["mooring.dev/promoted-by"], "ml/iris-drift");
+    let err = reg.set_version_tag(&name, "9", "k", "v").await.unwrap_err();
+    assert_eq!(err.reason(), "VersionNotFound", "{err}");
+
+    let local = mooring_registry::connect(&RegistryConfig::new(
+        bundled("1")
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_str()
+            .unwrap(),
+    ))
+    .unwrap();
+    assert!(
+        !local
+            .set_version_tag("iris-classifier", "1", "k", "v")
+            .await
+            .unwrap()
+    );
+}

@@ -22,7 +22,7 @@ use mooring_operator::controller::Context;
 use mooring_operator::controller::fetch::Connector;
 use mooring_operator::leader::LeaseLock;
 use mooring_operator::metrics::Metrics;
-use mooring_operator::process::{self, Exit, Health};
+use mooring_operator::process::{self, Controllers, Exit, Health};
 use mooring_registry::{
     Error as RegistryError, FetchedModel, ModelRef, ModelVersion, RegisteredModel, Registry,
     RegistryConfig,
@@ -239,14 +239,26 @@ impl World {
     pub fn start_operator(&self, identity: &str, lease: Option<Duration>) -> Operator {
         let client = self.sim.client(identity);
         let metrics = Metrics::new().unwrap();
-        let mut ctx = Context::new(
+        let mut md = Context::new(
+            client.clone(),
+            self.registry.connector(),
+            metrics.clone(),
+            IMAGE.into(),
+        );
+        let mut dm = mooring_operator::drift_monitor::Context::new(
             client.clone(),
             self.registry.connector(),
             metrics.clone(),
             IMAGE.into(),
         );
         let clock = self.sim.clone();
-        ctx.clock = Arc::new(move || Time(clock.now()));
+        md.clock = Arc::new(move || Time(clock.now()));
+        let clock = self.sim.clone();
+        dm.clock = Arc::new(move || Time(clock.now()));
+        let controllers = Controllers {
+            model_deployments: Arc::new(md),
+            drift_monitors: Arc::new(dm),
+        };
         let health = Arc::new(Health::default());
         health.set_api_reachable();
         let election = lease.map(|duration| {
@@ -259,7 +271,7 @@ impl World {
         });
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(process::operate(
-            Arc::new(ctx),
+            controllers,
             Some(NS.to_string()),
             election,
             health.clone(),

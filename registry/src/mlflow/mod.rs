@@ -243,6 +243,27 @@ impl Registry for MlflowRegistry {
         }
     }
 
+    async fn set_version_tag(
+        &self,
+        name: &str,
+        version: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<bool> {
+        let body = json!({"name": name, "version": version, "key": key, "value": value});
+        match self
+            .client
+            .call::<serde_json::Value>(Method::POST, "model-versions/set-tag", &[], Some(&body))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(f) if f.status() == Some(404) => Err(self
+                .explain_missing(name, Selector::Version(version.to_string()), f)
+                .await),
+            Err(f) => Err(self.err(f, "POST", "model-versions/set-tag")),
+        }
+    }
+
     async fn delete_alias(&self, name: &str, alias: &str) -> Result<()> {
         // MLflow deletes a missing alias without complaint; the contract says it is an error.
         let model = self.registered_model(name).await?;
