@@ -135,3 +135,45 @@ fn a_renamed_variable_would_fail_the_contract() {
     let result = std::panic::catch_unwind(|| parse_container(container, &[]));
     assert!(result.is_err());
 }
+
+#[test]
+fn drift_jobs_parse_with_the_servers_cli() {
+    use mooring_operator::drift_monitor::{job, validate as dm_validate};
+    let md: ModelDeployment = serde_yaml::from_str(
+        "apiVersion: mooring.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: iris, namespace: ml}\nspec: {model: {name: iris-classifier, alias: production}, registry: {mlflow: {url: 'http://mlflow:5000', basicAuthSecretRef: {name: b}}}, predictionLog: {sink: 'file:///var/log/mooring', volume: {persistentVolumeClaim: logs}}}\nstatus: {version: '3', history: [{version: '3', startedAt: '2026-01-01T00:00:00Z', readyAt: '2026-01-01T00:01:00Z', outcome: Ready}]}",
+    )
+    .unwrap();
+    for action in [
+        "{onDrift: Notify}",
+        "{onDrift: Rollback}",
+        "{onDrift: Promote, promote: {alias: production, fromAlias: challenger}}",
+    ] {
+        let dm: mooring_crds::DriftMonitor = serde_yaml::from_str(&format!(
+            "apiVersion: mooring.dev/v1alpha1\nkind: DriftMonitor\nmetadata: {{name: iris-drift, namespace: ml, uid: u}}\nspec:\n  target: {{modelDeployment: iris}}\n  window: {{since: 24h, maxSamples: 1000}}\n  reference: {{uri: 's3://refs/iris.csv'}}\n  env: [{{name: AWS_REGION, value: eu-west-1}}]\n  action: {action}"
+        ))
+        .unwrap();
+        let valid = dm_validate::validate(&dm.spec).expect("valid monitor");
+        let target = dm_validate::target("iris", Some(&md)).expect("valid target");
+        let owner = OwnerReference {
+            name: "iris-drift".into(),
+            uid: "u".into(),
+            ..OwnerReference::default()
+        };
+        let built = job::build(&job::Inputs {
+            monitor: &dm,
+            owner,
+            valid: &valid,
+            target: &target,
+            scheduled: "2026-01-01T01:00:00Z".parse().unwrap(),
+            default_image: "mooring/inference-server:test",
+        });
+        let pod = built.spec.unwrap().template.spec.unwrap();
+        // AWS_REGION is the user's, for the S3 client: not a server flag.
+        let cli = parse_container(&pod.containers[0], &["AWS_REGION"]);
+        let Command::Drift(args) = cli.command else {
+            panic!("drift expected")
+        };
+        let debug = format!("{args:?}");
+        assert!(debug.contains("iris-classifier"), "{debug}");
+    }
+}
