@@ -15,7 +15,9 @@
 //! alias. The cluster has no Mooring images: the tests check the operator's decisions (the
 //! Deployment's template, status, Events, garbage collection, leader election), not the pods.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,27 +35,12 @@ use mooring_operator::metrics::Metrics;
 use mooring_operator::process::{self, Controllers, Exit, Health};
 use tokio::sync::watch;
 
+use common::{copy_dir, repo};
+
 /// Every wait is bounded.
 const WAIT: Duration = Duration::from_secs(120);
 const RELEASE: &str = "mooring";
 const APPLY_AS: &str = "mooring-e2e";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 fn helm() -> PathBuf {
     if let Ok(helm) = std::env::var("HELM") {

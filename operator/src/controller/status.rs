@@ -581,6 +581,17 @@ mod tests {
             },
         }
     }
+    /// The inputs of a reconcile of generation `generation` at time `t`.
+    fn inputs(generation: i64, t: i64, step: Step<'_>) -> Inputs<'_> {
+        Inputs {
+            generation: Some(generation),
+            now: at(t),
+            auto_rollback: true,
+            endpoints: Endpoints::default(),
+            template_hash: "t1".into(),
+            step,
+        }
+    }
     fn step_at(
         old: &ModelDeploymentStatus,
         d: &Decision,
@@ -588,18 +599,15 @@ mod tests {
         t: i64,
     ) -> ModelDeploymentStatus {
         let target = alias();
-        let inputs = Inputs {
-            generation: Some(1),
-            now: at(t),
-            auto_rollback: true,
-            endpoints: Endpoints::default(),
-            template_hash: "t1".into(),
-            step: Step::Resolved {
+        let inputs = inputs(
+            1,
+            t,
+            Step::Resolved {
                 target: &target,
                 decision: d,
                 observation: Some(o),
             },
-        };
+        );
         next(old, &inputs)
     }
     fn cond<'a>(
@@ -731,18 +739,15 @@ mod tests {
             None,
             &crate::controller::resolve::PinContext::default(),
         );
-        let inputs = Inputs {
-            generation: Some(1),
-            now: at(20),
-            auto_rollback: true,
-            endpoints: Endpoints::default(),
-            template_hash: "t1".into(),
-            step: Step::Resolved {
+        let inputs = inputs(
+            1,
+            20,
+            Step::Resolved {
                 target: &target,
                 decision: &d,
                 observation: None,
             },
-        };
+        );
         let s2 = next(&s1, &inputs);
         assert_eq!(cond(&s2, condition::REGISTRY_REACHABLE).status, "False");
         assert_eq!(
@@ -776,18 +781,15 @@ mod tests {
             None,
             &crate::controller::resolve::PinContext::default(),
         );
-        let inputs = Inputs {
-            generation: Some(2),
-            now: at(20),
-            auto_rollback: true,
-            endpoints: Endpoints::default(),
-            template_hash: "t1".into(),
-            step: Step::Resolved {
+        let inputs = inputs(
+            2,
+            20,
+            Step::Resolved {
                 target: &target,
                 decision: &d,
                 observation: None,
             },
-        };
+        );
         let s2 = next(&s1, &inputs);
         assert_eq!(
             s2.observed_generation,
@@ -804,16 +806,13 @@ mod tests {
             &obs(Rollout::Complete),
             10,
         );
-        let inputs = Inputs {
-            generation: Some(2),
-            now: at(20),
-            auto_rollback: true,
-            endpoints: Endpoints::default(),
-            template_hash: "t1".into(),
-            step: Step::Failed {
+        let inputs = inputs(
+            2,
+            20,
+            Step::Failed {
                 message: "applying Deployment iris: admission webhook denied".into(),
             },
-        };
+        );
         let s2 = next(&s1, &inputs);
         assert_eq!(s2.observed_generation, Some(1));
         let ready = cond(&s2, condition::READY);
