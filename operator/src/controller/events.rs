@@ -2,14 +2,17 @@
 
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
-use mooring_crds::ModelDeployment;
 
 use super::status::{Severity, Transition};
 
-/// Publish `transitions` about `md`. A failure to publish is logged, not returned: Events
-/// are for people, and must not fail or repeat a reconcile.
-pub async fn publish(recorder: &Recorder, md: &ModelDeployment, transitions: &[Transition]) {
-    let reference = md.object_ref(&());
+/// Publish `transitions` about `object` (a ModelDeployment, a ChatService, …). A failure to
+/// publish is logged, not returned: Events are for people, and must not fail or repeat a
+/// reconcile.
+pub async fn publish<K>(recorder: &Recorder, object: &K, transitions: &[Transition])
+where
+    K: Resource<DynamicType = ()>,
+{
+    let reference = object.object_ref(&());
     for t in transitions {
         let event = Event {
             type_: match t.severity {
