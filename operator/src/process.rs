@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use tokio::sync::watch;
 
+use crate::chat_service;
 use crate::controller::{self, Context};
 use crate::leader::{self, LeaseLock};
 
@@ -81,7 +82,12 @@ pub async fn run_controllers(
     namespace: Option<String>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    controller::run(ctx, namespace.as_deref(), stop).await;
+    use futures::FutureExt;
+    let stop = stop.shared();
+    futures::join!(
+        controller::run(ctx.clone(), namespace.as_deref(), stop.clone()),
+        chat_service::run(ctx, namespace.as_deref(), stop),
+    );
 }
 
 /// Run the controllers, behind `election` when given, until `shutdown` flips to `true` or

@@ -82,6 +82,31 @@ const CALLS: &[Call] = &[
     },
     Call {
         role: Role::Workload,
+        group: "mooring.dev",
+        resource: "chatservices",
+        verbs: &["list", "watch"],
+        code: "chat_service/mod.rs `run`: the ChatService controller watches ChatServices",
+        evidence: Evidence::Scanned,
+    },
+    Call {
+        role: Role::Workload,
+        group: "mooring.dev",
+        resource: "chatservices/status",
+        verbs: &["patch"],
+        code: "chat_service/mod.rs `finish`: server-side apply of the status subresource",
+        evidence: Evidence::Scanned,
+    },
+    Call {
+        role: Role::Workload,
+        group: "mooring.dev",
+        resource: "chatservices/finalizers",
+        verbs: &["update"],
+        code: "chat_service/mod.rs: children carry `controller_owner_ref` (blockOwnerDeletion), \
+               checked by OwnerReferencesPermissionEnforcement as update of the finalizers",
+        evidence: Evidence::Text("chat_service/mod.rs", ".controller_owner_ref("),
+    },
+    Call {
+        role: Role::Workload,
         group: "apps",
         resource: "deployments",
         verbs: &["get", "list", "watch", "create", "patch"],
