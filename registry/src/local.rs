@@ -376,7 +376,10 @@ impl Registry for LocalRegistry {
         let this = self.clone();
         blocking(move || {
             let mut models = Vec::new();
-            for (name, is_dir) in read_dir(&this.root)? {
+            // By name: the directory's own order depends on the file system.
+            let mut entries = read_dir(&this.root)?;
+            entries.sort();
+            for (name, is_dir) in entries {
                 // Hidden entries are staging directories, caches or VCS metadata, not models.
                 if !is_dir || name.starts_with('.') || check_name(&name).is_err() {
                     continue;
