@@ -62,6 +62,7 @@ fn examples_are_valid_resources() {
     );
     assert!(files.iter().any(|f| f.ends_with("iris-mlflow.yaml")));
     let mut model_deployments = 0;
+    let mut chat_services = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
@@ -73,10 +74,16 @@ fn examples_are_valid_resources() {
                     model_deployments += 1;
                 }
                 Some("DriftMonitor") => drop(check::<DriftMonitor>(&doc, &file)),
-                Some("ChatService") => drop(check::<ChatService>(&doc, &file)),
+                Some("ChatService") => {
+                    let chat: ChatService = check(&doc, &file);
+                    mooring_operator::chat_service::validate::validate(&chat.spec)
+                        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                    chat_services += 1;
+                }
                 other => panic!("{}: unexpected kind {other:?}", file.display()),
             }
         }
     }
     assert!(model_deployments >= 2);
+    assert!(chat_services >= 3, "local, openai and ollama");
 }

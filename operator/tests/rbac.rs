@@ -92,8 +92,9 @@ const CALLS: &[Call] = &[
         role: Role::Workload,
         group: "mooring.dev",
         resource: "chatservices/status",
-        verbs: &["patch"],
-        code: "chat_service/mod.rs `finish`: server-side apply of the status subresource",
+        verbs: &["get", "patch"],
+        code: "chat_service/mod.rs `reconcile_steps` (get: the status as last written, not the \
+               watch cache's), `finish` (server-side apply of the status subresource)",
         evidence: Evidence::Scanned,
     },
     Call {

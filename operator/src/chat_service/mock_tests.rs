@@ -40,7 +40,7 @@ fn chat(spec_yaml: &str, status_yaml: Option<&str>) -> ChatService {
 async fn run<F>(
     chat: ChatService,
     registry: Arc<FakeRegistry>,
-    script: impl FnOnce(ApiServer) -> F,
+    script: impl FnOnce(ApiServer) -> F + Send + 'static,
 ) -> Action
 where
     F: std::future::Future<Output = ApiServer> + Send + 'static,
@@ -56,7 +56,16 @@ where
     // Kept until the script ends: its client must outlive the reconcile, so that the script
     // can wait for Events that do not come rather than see the client gone.
     let ctx = Arc::new(ctx);
-    let scripted = tokio::spawn(script(server));
+    // Every reconcile starts by reading the object as the API server has it.
+    let fresh = serde_json::to_value(&chat).unwrap();
+    let scripted = tokio::spawn(async move {
+        let mut server = server;
+        server
+            .expect(Method::GET, STATUS)
+            .await
+            .reply(StatusCode::OK, &fresh);
+        script(server).await
+    });
     let action = tokio::time::timeout(
         Duration::from_secs(10),
         reconcile(Arc::new(chat), ctx.clone()),

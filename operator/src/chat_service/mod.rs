@@ -157,6 +157,21 @@ async fn reconcile_steps(chat: &ChatService, ctx: &Context) -> Result<Action> {
     let key = object_key(chat);
     let client = ctx.client.clone();
     let chats: Api<ChatService> = Api::namespaced(client.clone(), &namespace);
+    // The status as the API server has it now: the next status is computed from the last
+    // one written, and the watch cache can lag behind our own status writes (a stale history
+    // would forget when a version became ready, and with it the version to roll back to).
+    let fresh = match chats.get_status(&name).await {
+        Ok(fresh) => fresh,
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
+        Err(source) => {
+            return Err(Error::Apply(apply::Error::Read {
+                kind: "ChatService",
+                name: name.clone(),
+                source,
+            }));
+        }
+    };
+    let chat = &fresh;
     let old = chat.status.clone().unwrap_or_default();
     let old_view = status::rollout_view(&old);
     let now = (ctx.clock)();
