@@ -22,6 +22,38 @@ pub enum ComponentError {
     PredictionLog(#[from] mooring_drift::log::LogError),
     #[error("chat")]
     Chat(#[from] mooring_chat::BuildError),
+    #[error("chat model {reference}")]
+    ChatModel {
+        reference: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Resolve `reference` in the registry of `args`, fetch its GGUF version into the cache
+/// (every file digest-checked) and return the file to load.
+pub async fn fetch_chat_gguf(
+    args: &ServeArgs,
+    reference: &str,
+) -> Result<mooring_registry::FetchedGguf, ComponentError> {
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| ComponentError::ChatModel {
+        reference: reference.into(),
+        source,
+    };
+    let registry = crate::serve::open_registry(&args.source).map_err(|e| err(Box::new(e)))?;
+    let model_ref: mooring_registry::ModelRef = reference
+        .parse()
+        .map_err(|e: mooring_registry::Error| err(Box::new(e)))?;
+    let version = registry
+        .resolve(&model_ref)
+        .await
+        .map_err(|e| err(Box::new(e)))?;
+    let fetched = registry
+        .fetch_gguf(&version, &args.source.cache_dir)
+        .await
+        .map_err(|e| err(Box::new(e)))?;
+    tracing::info!(model = %version.name, version = %version.version, digest = %fetched.digest, path = %fetched.path.display(), "chat model fetched and verified");
+    Ok(fetched)
 }
 
 /// How long a stop waits for the prediction log to flush.
@@ -82,7 +114,11 @@ pub async fn build(args: &ServeArgs) -> Result<(Extras, Running), ComponentError
         running.logger = Some((logger, writer));
     }
     if args.chat {
-        let chat = ChatService::build(&args.chat_args, &registry).await?;
+        let mut chat_args = args.chat_args.clone();
+        if let Some(reference) = &args.chat_gguf_model {
+            chat_args.chat_gguf = fetch_chat_gguf(args, reference).await?.path;
+        }
+        let chat = ChatService::build(&chat_args, &registry).await?;
         extras.http = Some(chat.router());
         extras.grpc.add_service(chat.grpc_service());
         extras.probe = Some(Arc::new(ChatProbe(chat.clone())));

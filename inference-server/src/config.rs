@@ -139,6 +139,11 @@ pub struct ServeArgs {
     /// `mooring.chat.v1` gRPC service) beside the models, or alone when no `--model` is given.
     #[arg(long, env = "MOORING_CHAT")]
     pub chat: bool,
+    /// The local chat backend's GGUF as a registry model version, `name@alias` or
+    /// `name@version` (with `--registry`): resolved, fetched into `--cache-dir` and
+    /// digest-checked at start, then served in place of `--chat-gguf`.
+    #[arg(long, env = "MOORING_CHAT_GGUF_MODEL", requires = "registry")]
+    pub chat_gguf_model: Option<String>,
     #[command(flatten, next_help_heading = "Chat (with --chat)")]
     pub chat_args: mooring_chat::ChatArgs,
 }

@@ -177,3 +177,67 @@ fn drift_jobs_parse_with_the_servers_cli() {
         assert!(debug.contains("iris-classifier"), "{debug}");
     }
 }
+
+fn chat_service(yaml: &str) -> DesiredChildren {
+    let mut chat: mooring_crds::ChatService = serde_yaml::from_str(yaml).expect("fixture");
+    chat.metadata.namespace = Some("ml".into());
+    chat.metadata.uid = Some("uid".into());
+    let valid =
+        mooring_operator::chat_service::validate::validate_resource(&chat).expect("valid fixture");
+    let version = VersionInfo {
+        version: "2".into(),
+        uri: Some("file:///models/smollm2/2".into()),
+        digest: Some("sha256:abc".into()),
+    };
+    let owner = OwnerReference {
+        name: "assistant".into(),
+        uid: "uid".into(),
+        ..OwnerReference::default()
+    };
+    let local = valid.target().is_some();
+    mooring_operator::chat_service::children::build(
+        &chat,
+        owner,
+        &valid,
+        local.then_some(&version),
+        "mooring/inference-server:test",
+    )
+}
+
+/// Variables the operator sets for libraries in the server, not for its `Cli`.
+const LIBRARY_ENV: [&str; 1] = [mooring_operator::chat_service::children::THREADS_ENV];
+
+#[test]
+fn chat_service_pods_parse_with_the_servers_cli() {
+    let head = "apiVersion: mooring.dev/v1alpha1\nkind: ChatService\nmetadata: {name: assistant}\n";
+    let specs = [
+        // local GGUF from a local registry, everything the spec can say
+        "spec: {backend: {kind: local, model: smollm2@production}, registry: {local: {path: /models}}, systemPrompt: Be brief., generation: {maxTokens: 128, temperature: 0, threads: 2}, guard: {promptInjection: flag, maxPromptChars: 4000}, cache: {exact: false, semantic: false, similarityThreshold: 0.9, maxEntries: 10, ttlSeconds: 60}, auth: {apiKeysSecretRef: {name: keys}, rateLimitPerSecond: 2.5, rateLimitBurst: 5}, memory: {store: redis, redis: {urlSecretRef: {name: redis, key: url}, keyPrefix: 'a:'}}, resources: {limits: {cpu: 1500m}}}",
+        // local GGUF from MLflow with a token, threads from the CPU limit
+        "spec: {backend: {kind: local, model: smollm2@3}, registry: {mlflow: {url: 'http://mlflow:5000', tokenSecretRef: {name: t}}}, resources: {limits: {cpu: '2'}}}",
+        // OpenAI-compatible with an API key, inline Redis
+        "spec: {backend: {kind: openai, url: 'http://vllm:8000/v1', model: qwen, apiKeySecretRef: {name: openai, key: key}}, memory: {store: redis, redis: {url: 'redis://redis:6379'}}, replicas: 3}",
+        // Ollama
+        "spec: {backend: {kind: ollama, url: 'http://ollama:11434', model: llama3.2}}",
+    ];
+    for spec in specs {
+        let yaml = format!("{head}{spec}");
+        let children = chat_service(&yaml);
+        let cli = parse_container(main_container(&children), &LIBRARY_ENV);
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve expected")
+        };
+        assert!(serve.chat, "{yaml}");
+        assert!(serve.models.is_empty(), "chat only: {yaml}");
+        if spec.contains("kind: local") {
+            assert_eq!(
+                serve.chat_gguf_model.as_deref(),
+                Some("smollm2@2"),
+                "{yaml}"
+            );
+            assert!(serve.source.registry.is_some(), "{yaml}");
+        } else {
+            assert!(serve.chat_args.chat_url.is_some(), "{yaml}");
+        }
+    }
+}

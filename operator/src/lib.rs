@@ -1,7 +1,8 @@
-//! The Mooring operator: the ModelDeployment and DriftMonitor controllers, leader election,
-//! metrics and probes.
+//! The Mooring operator: the ModelDeployment, DriftMonitor and ChatService controllers, leader
+//! election, metrics and probes.
 #![forbid(unsafe_code)]
 
+pub mod chat_service;
 pub mod config;
 pub mod controller;
 pub mod drift_monitor;

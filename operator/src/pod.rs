@@ -1,7 +1,12 @@
 //! What every pod the operator creates shares (pure): the user's [`PodOptions`] passed
 //! through, the token rule, and the drain on termination.
 
-use k8s_openapi::api::core::v1::{Container, Lifecycle, LifecycleHandler, PodSpec, SleepAction};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler,
+    PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext,
+    SleepAction,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mooring_crds::PodOptions;
 
 /// Seconds a terminating serving pod keeps answering before it gets SIGTERM, so that the
@@ -60,6 +65,64 @@ pub fn drain_on_termination(pod: &mut PodSpec, container: &mut Container) {
         ..Lifecycle::default()
     });
     pod.termination_grace_period_seconds = Some(PRE_STOP_SLEEP_SECONDS + DRAIN_SECONDS);
+}
+
+/// An HTTP probe of `path` on the container's `http` port every `period` seconds.
+pub fn http_probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+/// The main container's security context: non-root, read-only root filesystem, no
+/// capabilities, no privilege escalation (the `restricted` Pod Security Standard).
+pub fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The pod's security context under the `restricted` Pod Security Standard.
+pub fn restricted_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// Environment variable `name` from key `key` of Secret `secret`: the value stays in the
+/// Secret, the pod reads it itself, nothing is copied into the workload's spec.
+pub fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
 }
 
 #[cfg(test)]

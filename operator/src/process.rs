@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use tokio::sync::watch;
 
+use crate::chat_service;
 use crate::controller::{self, fetch::Connector};
 use crate::drift_monitor;
 use crate::leader::{self, LeaseLock};
@@ -120,6 +121,12 @@ pub async fn run_controllers(
 ) {
     tokio::join!(
         controller::run(
+            controllers.model_deployments.clone(),
+            namespace.as_deref(),
+            wait(stop.clone())
+        ),
+        // ChatServices share the ModelDeployment context: the registry clients, the clock.
+        chat_service::run(
             controllers.model_deployments,
             namespace.as_deref(),
             wait(stop.clone())

@@ -63,6 +63,7 @@ fn examples_are_valid_resources() {
     assert!(files.iter().any(|f| f.ends_with("iris-mlflow.yaml")));
     let mut model_deployments = 0;
     let mut drift_monitors = Vec::new();
+    let mut chat_services = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
@@ -79,7 +80,12 @@ fn examples_are_valid_resources() {
                         .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
                     drift_monitors.push(dm.spec.action.on_drift);
                 }
-                Some("ChatService") => drop(check::<ChatService>(&doc, &file)),
+                Some("ChatService") => {
+                    let chat: ChatService = check(&doc, &file);
+                    mooring_operator::chat_service::validate::validate(&chat.spec)
+                        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                    chat_services += 1;
+                }
                 other => panic!("{}: unexpected kind {other:?}", file.display()),
             }
         }
@@ -93,4 +99,5 @@ fn examples_are_valid_resources() {
             "no example DriftMonitor for {action:?}"
         );
     }
+    assert!(chat_services >= 3, "local, openai and ollama");
 }

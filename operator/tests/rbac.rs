@@ -82,6 +82,32 @@ const CALLS: &[Call] = &[
     },
     Call {
         role: Role::Workload,
+        group: "mooring.dev",
+        resource: "chatservices",
+        verbs: &["list", "watch"],
+        code: "chat_service/mod.rs `run`: the ChatService controller watches ChatServices",
+        evidence: Evidence::Scanned,
+    },
+    Call {
+        role: Role::Workload,
+        group: "mooring.dev",
+        resource: "chatservices/status",
+        verbs: &["get", "patch"],
+        code: "chat_service/mod.rs `reconcile_steps` (get: the status as last written, not the \
+               watch cache's), `finish` (server-side apply of the status subresource)",
+        evidence: Evidence::Scanned,
+    },
+    Call {
+        role: Role::Workload,
+        group: "mooring.dev",
+        resource: "chatservices/finalizers",
+        verbs: &["update"],
+        code: "chat_service/mod.rs: children carry `controller_owner_ref` (blockOwnerDeletion), \
+               checked by OwnerReferencesPermissionEnforcement as update of the finalizers",
+        evidence: Evidence::Text("chat_service/mod.rs", ".controller_owner_ref("),
+    },
+    Call {
+        role: Role::Workload,
         group: "apps",
         resource: "deployments",
         verbs: &["get", "list", "watch", "create", "patch"],

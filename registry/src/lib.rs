@@ -210,6 +210,20 @@ impl FetchedModel {
     }
 }
 
+/// A fetched version holding a GGUF language model (the chat service's local backend)
+/// rather than an ONNX model: no signature.
+#[derive(Clone, Debug)]
+pub struct FetchedGguf {
+    pub version: ModelVersion,
+    /// The digest-verified `.gguf` file in the cache.
+    pub path: PathBuf,
+    /// `sha256:<hex>` of the GGUF file.
+    pub digest: String,
+}
+
+/// File name ending of GGUF models.
+pub const GGUF_EXTENSION: &str = ".gguf";
+
 /// The operations Mooring needs from a model registry.
 #[async_trait]
 pub trait Registry: Send + Sync {
@@ -228,6 +242,25 @@ pub trait Registry: Send + Sync {
         version: &ModelVersion,
         cache_dir: &std::path::Path,
     ) -> Result<FetchedModel>;
+
+    /// Copy a version holding one `.gguf` file into `cache_dir/<name>/<version>/` (reusing a
+    /// complete, verified copy) and check every file's sha256. Refuses versions that are not
+    /// `READY`, and versions without exactly one `.gguf` file.
+    async fn fetch_gguf(
+        &self,
+        version: &ModelVersion,
+        _cache_dir: &std::path::Path,
+    ) -> Result<FetchedGguf> {
+        Err(Error::invalid_arg(
+            "registry",
+            format!(
+                "{} cannot serve GGUF versions yet (model {} version {}): use a local registry",
+                self.location(),
+                version.name,
+                version.version
+            ),
+        ))
+    }
 
     /// All registered models with their versions and aliases.
     async fn list_models(&self) -> Result<Vec<RegisteredModel>>;

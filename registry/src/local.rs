@@ -12,8 +12,9 @@ use serde::Deserialize;
 use crate::digest::Sha256Sums;
 use crate::time::{now_rfc3339, parse_rfc3339_utc_ms};
 use crate::{
-    Error, FetchedModel, MODEL_FILE, ModelRef, ModelVersion, RegisteredModel, Registry, Result,
-    SHA256SUMS_FILE, SIGNATURE_FILE, Selector, Signature, VERSION_META_FILE, cache, validate_alias,
+    Error, FetchedGguf, FetchedModel, GGUF_EXTENSION, MODEL_FILE, ModelRef, ModelVersion,
+    RegisteredModel, Registry, Result, SHA256SUMS_FILE, SIGNATURE_FILE, Selector, Signature,
+    VERSION_META_FILE, cache, validate_alias,
 };
 
 /// The file mapping alias → version inside a model's directory.
@@ -228,6 +229,55 @@ impl LocalRegistry {
         cache::fetched(version, target, &sums)
     }
 
+    fn fetch_gguf_sync(&self, version: &ModelVersion, cache_dir: &Path) -> Result<FetchedGguf> {
+        if !version.is_ready() {
+            return Err(version.not_ready_error());
+        }
+        let src = self.model_dir(&version.name)?.join(&version.version);
+        if !is_version(&version.version) || !src.is_dir() {
+            return Err(Error::VersionNotFound {
+                name: version.name.clone(),
+                version: version.version.clone(),
+            });
+        }
+        let label = format!("{}/{}/", version.name, version.version);
+        let sums = Sha256Sums::read(&src)?;
+        let ggufs: Vec<&str> = sums
+            .files()
+            .filter(|f| f.ends_with(GGUF_EXTENSION))
+            .collect();
+        let [gguf] = ggufs.as_slice() else {
+            return Err(Error::corrupt(
+                src.join(SHA256SUMS_FILE).display(),
+                format!(
+                    "a GGUF version records the digest of exactly one .gguf file, not {}",
+                    ggufs.len()
+                ),
+            ));
+        };
+        let gguf = gguf.to_string();
+        let target = cache::version_dir(cache_dir, &version.name, &version.version)?;
+        if cache::reuse(&target, Some(&sums), &label)?.is_none() {
+            let staged = cache::staging(&target)?;
+            for file in sums.files() {
+                let (from, to) = (src.join(file), staged.path().join(file));
+                std::fs::copy(&from, &to)
+                    .map_err(|e| Error::io(format!("copying {}", from.display()), e))?;
+            }
+            cache::commit(staged, &sums, &target, &label)?;
+            tracing::info!(model = %version.name, version = %version.version, dir = %target.display(), "fetched GGUF model from local registry");
+        }
+        let digest = sums
+            .get(&gguf)
+            .map(|h| format!("sha256:{h}"))
+            .unwrap_or_default();
+        Ok(FetchedGguf {
+            version: version.clone(),
+            path: target.join(gguf),
+            digest,
+        })
+    }
+
     fn register_sync(&self, name: &str, from: &Path) -> Result<ModelVersion> {
         check_name(name)?;
         let files = model_files(from)?;
@@ -317,11 +367,19 @@ impl Registry for LocalRegistry {
         blocking(move || this.fetch_sync(&version, &cache_dir)).await
     }
 
+    async fn fetch_gguf(&self, version: &ModelVersion, cache_dir: &Path) -> Result<FetchedGguf> {
+        let (this, version, cache_dir) = (self.clone(), version.clone(), cache_dir.to_path_buf());
+        blocking(move || this.fetch_gguf_sync(&version, &cache_dir)).await
+    }
+
     async fn list_models(&self) -> Result<Vec<RegisteredModel>> {
         let this = self.clone();
         blocking(move || {
             let mut models = Vec::new();
-            for (name, is_dir) in read_dir(&this.root)? {
+            // By name: the directory's own order depends on the file system.
+            let mut entries = read_dir(&this.root)?;
+            entries.sort();
+            for (name, is_dir) in entries {
                 // Hidden entries are staging directories, caches or VCS metadata, not models.
                 if !is_dir || name.starts_with('.') || check_name(&name).is_err() {
                     continue;
@@ -398,7 +456,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// The files of a model directory to register: its regular top-level files. It must hold
-/// `model.onnx` and a valid `signature.json`; a `sha256sums` it brings must match.
+/// `model.onnx` and a valid `signature.json`, or exactly one `.gguf` language model (a chat
+/// model: no signature); a `sha256sums` it brings must match.
 pub(crate) fn model_files(dir: &Path) -> Result<Vec<String>> {
     let entries = read_dir(dir)?;
     let mut files = Vec::new();
@@ -414,18 +473,28 @@ pub(crate) fn model_files(dir: &Path) -> Result<Vec<String>> {
         }
         files.push(name);
     }
-    for required in [MODEL_FILE, SIGNATURE_FILE] {
-        if !files.iter().any(|f| f == required) {
-            return Err(Error::corrupt(
-                dir.display(),
-                format!("no {required} in the model directory"),
-            ));
-        }
+    let ggufs = files.iter().filter(|f| f.ends_with(GGUF_EXTENSION)).count();
+    if ggufs > 1 {
+        return Err(Error::corrupt(
+            dir.display(),
+            format!("{ggufs} .gguf files: a chat model version holds exactly one"),
+        ));
     }
-    let sig_path = dir.join(SIGNATURE_FILE);
-    let bytes = std::fs::read(&sig_path)
-        .map_err(|e| Error::io(format!("reading {}", sig_path.display()), e))?;
-    Signature::from_json(&bytes).map_err(|reason| Error::corrupt(sig_path.display(), reason))?;
+    if ggufs == 0 {
+        for required in [MODEL_FILE, SIGNATURE_FILE] {
+            if !files.iter().any(|f| f == required) {
+                return Err(Error::corrupt(
+                    dir.display(),
+                    format!("no {required} (nor a .gguf chat model) in the model directory"),
+                ));
+            }
+        }
+        let sig_path = dir.join(SIGNATURE_FILE);
+        let bytes = std::fs::read(&sig_path)
+            .map_err(|e| Error::io(format!("reading {}", sig_path.display()), e))?;
+        Signature::from_json(&bytes)
+            .map_err(|reason| Error::corrupt(sig_path.display(), reason))?;
+    }
     if files.iter().any(|f| f == SHA256SUMS_FILE) {
         Sha256Sums::read(dir)?.verify(dir, &format!("{}/", dir.display()))?;
     }

@@ -341,3 +341,49 @@ async fn version_tags_are_set_on_mlflow_and_a_no_op_locally() {
             .unwrap()
     );
 }
+
+/// SmolLM2 as an MLflow model version: the chat service's GGUF registered like any other
+/// model (`mooring models register`), resolved by alias, fetched with its digest checked.
+#[tokio::test]
+async fn a_gguf_chat_model_registers_and_fetches_digest_checked() {
+    let gguf = PathBuf::from(
+        std::env::var("MOORING_TEST_GGUF").expect("MOORING_TEST_GGUF is not set: run `make test`"),
+    );
+    let from = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&gguf, from.path().join("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let reg = registry();
+    let name = unique("smollm2");
+    let v = reg.register(&name, from.path()).await.unwrap();
+    reg.set_alias(&name, "production", &v.version)
+        .await
+        .unwrap();
+    let prod = reg
+        .resolve(&r(&format!("{name}@production")))
+        .await
+        .unwrap();
+    // The digest the bundled registry records for the same file.
+    let bundled = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/smollm2/1/sha256sums"),
+    )
+    .unwrap();
+    let hex = bundled
+        .lines()
+        .find(|l| l.ends_with(".gguf"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert_eq!(prod.tags["mooring.digest"], hex);
+    let cache = tempfile::tempdir().unwrap();
+    let fetched = reg.fetch_gguf(&prod, cache.path()).await.unwrap();
+    assert_eq!(fetched.digest, format!("sha256:{hex}"));
+    assert_eq!(
+        std::fs::metadata(&fetched.path).unwrap().len(),
+        std::fs::metadata(&gguf).unwrap().len()
+    );
+    // An ONNX version is not a chat model.
+    let iris = unique("iris-classifier");
+    register_iris(&reg, &iris).await;
+    let v1 = reg.resolve(&r(&format!("{iris}@1"))).await.unwrap();
+    let err = reg.fetch_gguf(&v1, cache.path()).await.unwrap_err();
+    assert!(err.to_string().contains("exactly one .gguf"), "{err}");
+}

@@ -233,3 +233,68 @@ async fn bad_registry_location_is_named() {
         "invalid registry location: /nonexistent/registry is not a directory"
     );
 }
+
+/// A chat model is a registry citizen too: a directory holding one `.gguf` file registers as
+/// a version (no signature needed), and the server's fetch digest-checks it.
+#[tokio::test]
+async fn register_a_gguf_chat_model() {
+    let (_tmp, root) = registry_copy();
+    let from = tempfile::tempdir().unwrap();
+    // The register path copies and hashes the bytes; it does not parse them.
+    std::fs::write(
+        from.path().join("tiny.gguf"),
+        b"GGUF\x03\x00\x00\x00 not a real model",
+    )
+    .unwrap();
+    let out = mooring(
+        &root,
+        &[
+            "models",
+            "register",
+            "smollm2",
+            "--from",
+            from.path().to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(out.starts_with("registered smollm2 version 1 in "), "{out}");
+    let out = mooring(&root, &["alias", "set", "smollm2", "production", "1"])
+        .await
+        .unwrap();
+    assert!(out.starts_with("smollm2@production -> version 1"), "{out}");
+
+    use mooring_registry::Registry;
+    let registry = mooring_registry::local::LocalRegistry::open(&root).unwrap();
+    let version = registry
+        .resolve(&"smollm2@production".parse().unwrap())
+        .await
+        .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let fetched = registry.fetch_gguf(&version, cache.path()).await.unwrap();
+    assert_eq!(fetched.path, cache.path().join("smollm2/1/tiny.gguf"));
+    assert!(fetched.digest.starts_with("sha256:"));
+    // An ONNX version is not a chat model.
+    let iris = registry
+        .resolve(&"iris-classifier@production".parse().unwrap())
+        .await
+        .unwrap();
+    let err = registry.fetch_gguf(&iris, cache.path()).await.unwrap_err();
+    assert!(err.to_string().contains("exactly one .gguf"), "{err}");
+
+    // Two GGUF files are refused at registration.
+    std::fs::write(from.path().join("other.gguf"), b"GGUF").unwrap();
+    let err = mooring(
+        &root,
+        &[
+            "models",
+            "register",
+            "smollm2",
+            "--from",
+            from.path().to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains(".gguf files"), "{err}");
+}

@@ -1,5 +1,5 @@
-//! Keeps the documentation honest: every `curl` command of the READMEs and of the iris
-//! example manifest runs against the real router (the bundled iris model, and chat mode over
+//! Keeps the documentation honest: every `curl` command of the READMEs and of the iris and
+//! chat example manifests runs against the real router (the bundled iris model, and chat mode over
 //! a stand-in backend), and must answer what the docs say — 2xx, or the status of a
 //! `# NNN …` comment line right after it.
 
@@ -230,6 +230,7 @@ async fn every_documented_curl_answers_as_documented() {
         "README.md",
         "chat/README.md",
         "examples/iris-modeldeployment.yaml",
+        "examples/chat-service.yaml",
     ] {
         // One server per document: its sessions are the document's own.
         let (open, keyed) = (app(None), app(Some(&keys)));

@@ -13,10 +13,8 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource,
+    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -47,7 +45,7 @@ pub const PREDICTION_LOG_ENV: &str = "MOORING_PREDICTION_LOG";
 pub const LOG_FORMAT_ENV: &str = "MOORING_LOG_FORMAT";
 pub const PREDICTION_LOG_SAMPLE_RATE_ENV: &str = "MOORING_PREDICTION_LOG_SAMPLE_RATE";
 /// Where the server caches fetched artifacts: an emptyDir, as the root filesystem is read-only.
-const CACHE_DIR: &str = "/var/cache/mooring";
+pub const CACHE_DIR: &str = "/var/cache/mooring";
 
 /// The children of one ModelDeployment.
 #[derive(Clone, Debug, PartialEq)]
@@ -216,18 +214,7 @@ pub fn build(
     ];
     // Credentials stay in their Secret: the pod reads them itself; none is copied into the
     // Deployment.
-    let from_secret = |env_name: &str, secret: &str, key: &str| EnvVar {
-        name: env_name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
+    let from_secret = crate::pod::env_from_secret;
     match &valid.registry {
         RegistryTarget::Mlflow {
             auth: Some(MlflowAuth::Token(secret)),
@@ -285,16 +272,7 @@ pub fn build(
         });
     }
 
-    let probe = |path: &str, period: i32| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("http".into()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(3),
-        ..Probe::default()
-    };
+    let probe = crate::pod::http_probe;
     let mut container = Container {
         name: CONTAINER_NAME.into(),
         image: Some(
@@ -327,29 +305,13 @@ pub fn build(
         }),
         resources: spec.resources.clone(),
         volume_mounts: Some(mounts),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(crate::pod::restricted_container()),
         ..Container::default()
     };
 
     let mut pod_spec = PodSpec {
         volumes: Some(volumes),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(crate::pod::restricted_pod()),
         ..PodSpec::default()
     };
     crate::pod::apply_pod_options(&spec.pod, &mut pod_spec, &mut container);
@@ -449,7 +411,7 @@ pub fn build(
 
 /// A HorizontalPodAutoscaler of the Deployment on CPU and/or in-flight requests (CPU at 80 %
 /// when the spec names no target).
-fn build_autoscaler(
+pub fn build_autoscaler(
     meta: &ObjectMeta,
     a: &mooring_crds::model_deployment::AutoscalingSpec,
 ) -> HorizontalPodAutoscaler {

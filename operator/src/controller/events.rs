@@ -5,7 +5,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 
 use super::status::{Severity, Transition};
 
-/// Publish `transitions` about `object` (a ModelDeployment, a DriftMonitor). A failure to
+/// Publish `transitions` about `object` (a ModelDeployment, a DriftMonitor, a ChatService). A failure to
 /// publish is logged, not returned: Events are for people, and must not fail or repeat a
 /// reconcile.
 pub async fn publish<K: Resource<DynamicType = ()>>(

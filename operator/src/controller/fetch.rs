@@ -105,7 +105,7 @@ pub async fn registry_config(
 }
 
 /// Secret `name`, which the spec names in `field`.
-async fn get_secret(
+pub async fn get_secret(
     secrets: &Api<Secret>,
     namespace: &str,
     field: &'static str,
@@ -127,7 +127,7 @@ async fn get_secret(
 }
 
 /// The text under `key` of `secret` (named `name`, which the spec names in `field`).
-fn secret_key(secret: &Secret, field: &'static str, name: &str, key: &str) -> Result<String> {
+pub fn secret_key(secret: &Secret, field: &'static str, name: &str, key: &str) -> Result<String> {
     let value = secret
         .data
         .as_ref()

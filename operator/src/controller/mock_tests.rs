@@ -28,7 +28,7 @@ const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ml/events";
 const IMAGE: &str = "mooring/inference-server:test";
 
 /// A registry answering from memory: `aliases` of model `iris-classifier`, versions 1–9.
-struct FakeRegistry {
+pub(crate) struct FakeRegistry {
     aliases: BTreeMap<String, String>,
     down: bool,
 }
@@ -107,7 +107,7 @@ impl Registry for FakeRegistry {
     }
 }
 
-struct FakeConnector(Arc<FakeRegistry>);
+pub(crate) struct FakeConnector(pub(crate) Arc<FakeRegistry>);
 
 impl Connector for FakeConnector {
     fn connect(&self, config: &RegistryConfig) -> mooring_registry::Result<Arc<dyn Registry>> {
@@ -119,7 +119,7 @@ impl Connector for FakeConnector {
     }
 }
 
-fn registry(production: Option<&str>, down: bool) -> Arc<FakeRegistry> {
+pub(crate) fn registry(production: Option<&str>, down: bool) -> Arc<FakeRegistry> {
     let aliases = production
         .map(|v| BTreeMap::from([("production".to_string(), v.to_string())]))
         .unwrap_or_default();

@@ -18,7 +18,7 @@ pub mod validate;
 #[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
-mod mock_tests;
+pub(crate) mod mock_tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -131,14 +131,14 @@ impl Context {
     }
 
     /// The next backoff delay for `key`, doubling per consecutive failure.
-    fn backoff(&self, key: &str) -> Duration {
+    pub(crate) fn backoff(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = (*n + 1).min(16);
         BACKOFF_BASE.saturating_mul(1 << (*n - 1)).min(BACKOFF_MAX)
     }
 
-    fn reset_backoff(&self, key: &str) {
+    pub(crate) fn reset_backoff(&self, key: &str) {
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -204,7 +204,7 @@ pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) 
 }
 
 /// Ask the registry, within [`REGISTRY_DEADLINE`].
-async fn lookup(
+pub(crate) async fn lookup(
     registry: &Arc<dyn mooring_registry::Registry>,
     model: &mooring_registry::ModelRef,
 ) -> Lookup {

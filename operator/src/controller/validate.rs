@@ -189,7 +189,7 @@ pub fn is_dns1035_label(name: &str) -> bool {
 
 /// An environment variable name the API server accepts (a C identifier, or more loosely
 /// printable ASCII without `=`; the C form is what every shell and the server read).
-fn env_name_problem(name: &str) -> Option<&'static str> {
+pub(crate) fn env_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         return Some("must not be empty");
     }
@@ -200,7 +200,7 @@ fn env_name_problem(name: &str) -> Option<&'static str> {
 }
 
 /// Label keys: an optional DNS-subdomain prefix and a `/`, then a name of ≤ 63 characters.
-fn label_key_problem(key: &str) -> Option<&'static str> {
+pub(crate) fn label_key_problem(key: &str) -> Option<&'static str> {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
@@ -216,34 +216,9 @@ fn label_key_problem(key: &str) -> Option<&'static str> {
     None
 }
 
-/// Check everything the schema cannot (or an old API server did not) enforce.
-pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec> {
-    let model = &spec.model;
-    if model.name.trim().is_empty() {
-        return Err(Error::EmptyModelName);
-    }
-    let target = match (&model.alias, &model.version) {
-        (Some(_), Some(_)) => return Err(Error::AliasAndVersion),
-        (None, None) => return Err(Error::NeitherAliasNorVersion),
-        (Some(alias), None) => {
-            validate_alias(alias).map_err(|e| Error::InvalidAlias(e.to_string()))?;
-            ModelTarget::Alias {
-                name: model.name.clone(),
-                alias: alias.clone(),
-            }
-        }
-        (None, Some(version)) => {
-            // All digits: that is how `name@3` tells a version from an alias everywhere.
-            if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Error::InvalidVersion(version.clone()));
-            }
-            ModelTarget::Pinned {
-                name: model.name.clone(),
-                version: version.clone(),
-            }
-        }
-    };
-    let registry = match (&spec.registry.mlflow, &spec.registry.local) {
+/// Check `spec.registry` (shared by every resource that names a registry).
+pub fn validate_registry(registry: &mooring_crds::RegistrySpec) -> Result<RegistryTarget> {
+    Ok(match (&registry.mlflow, &registry.local) {
         (Some(_), Some(_)) => return Err(Error::TwoRegistries),
         (None, None) => return Err(Error::UnknownRegistry),
         (
@@ -283,7 +258,37 @@ pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec> {
                 persistent_volume_claim: persistent_volume_claim.clone(),
             }
         }
+    })
+}
+
+/// Check everything the schema cannot (or an old API server did not) enforce.
+pub fn validate(spec: &ModelDeploymentSpec) -> Result<ValidSpec> {
+    let model = &spec.model;
+    if model.name.trim().is_empty() {
+        return Err(Error::EmptyModelName);
+    }
+    let target = match (&model.alias, &model.version) {
+        (Some(_), Some(_)) => return Err(Error::AliasAndVersion),
+        (None, None) => return Err(Error::NeitherAliasNorVersion),
+        (Some(alias), None) => {
+            validate_alias(alias).map_err(|e| Error::InvalidAlias(e.to_string()))?;
+            ModelTarget::Alias {
+                name: model.name.clone(),
+                alias: alias.clone(),
+            }
+        }
+        (None, Some(version)) => {
+            // All digits: that is how `name@3` tells a version from an alias everywhere.
+            if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Error::InvalidVersion(version.clone()));
+            }
+            ModelTarget::Pinned {
+                name: model.name.clone(),
+                version: version.clone(),
+            }
+        }
     };
+    let registry = validate_registry(&spec.registry)?;
     if spec.replicas < 0 {
         return Err(Error::NegativeReplicas(spec.replicas));
     }

@@ -8,7 +8,8 @@ use super::wire::{ArtifactListing, DownloadUriResponse, signature_from_mlmodel};
 use super::{Failure, MlflowRegistry};
 use crate::digest::Sha256Sums;
 use crate::{
-    Error, FetchedModel, MODEL_FILE, ModelVersion, Result, SHA256SUMS_FILE, SIGNATURE_FILE, cache,
+    Error, FetchedGguf, FetchedModel, GGUF_EXTENSION, MODEL_FILE, ModelVersion, Result,
+    SHA256SUMS_FILE, SIGNATURE_FILE, cache,
 };
 
 /// MLflow's own model description; its `signature` is our fallback.
@@ -202,6 +203,74 @@ pub(crate) async fn fetch(
     .map_err(|e| Error::io("cache task", std::io::Error::other(e.to_string())))??;
     tracing::info!(model = %version.name, version = %version.version, from = %uri.artifact_uri, staged = %staged_path.display(), "fetched model from MLflow");
     cache::fetched(version, target, &sums)
+}
+
+/// Fetch a version holding one `.gguf` chat model. Only versions registered by Mooring (with
+/// their `sha256sums` artifact) are accepted: a language model is too large to trust unchecked.
+pub(crate) async fn fetch_gguf(
+    reg: &MlflowRegistry,
+    version: &ModelVersion,
+    cache_dir: &Path,
+) -> Result<FetchedGguf> {
+    if !version.is_ready() {
+        return Err(version.not_ready_error());
+    }
+    let q = [
+        ("name", version.name.as_str()),
+        ("version", version.version.as_str()),
+    ];
+    let uri: DownloadUriResponse = reg
+        .client
+        .call(Method::GET, "model-versions/get-download-uri", &q, None)
+        .await
+        .map_err(|f| reg.err(f, "GET", "model-versions/get-download-uri"))?;
+    let loc = parse_artifact_uri(&uri.artifact_uri)?;
+    let files = reg.list_files(&loc).await?;
+    if !files.iter().any(|f| f == SHA256SUMS_FILE) {
+        return Err(Error::corrupt(
+            &uri.artifact_uri,
+            "no sha256sums artifact: register GGUF versions with `mooring models register`",
+        ));
+    }
+    let text = reg.read_file(&loc, SHA256SUMS_FILE).await?;
+    let origin = format!("{}/{SHA256SUMS_FILE}", uri.artifact_uri);
+    let sums = Sha256Sums::parse(&String::from_utf8_lossy(&text), &origin)?;
+    let ggufs: Vec<String> = sums
+        .files()
+        .filter(|f| f.ends_with(GGUF_EXTENSION))
+        .map(str::to_string)
+        .collect();
+    let [gguf] = ggufs.as_slice() else {
+        return Err(Error::corrupt(
+            &origin,
+            format!(
+                "a GGUF version records the digest of exactly one .gguf file, not {}",
+                ggufs.len()
+            ),
+        ));
+    };
+    let label = format!("{}/{}/", version.name, version.version);
+    let target = cache::version_dir(cache_dir, &version.name, &version.version)?;
+    if cache::reuse(&target, Some(&sums), &label)?.is_none() {
+        let staged = cache::staging(&target)?;
+        for file in sums.files() {
+            let bytes = reg.read_file(&loc, file).await?;
+            let dst = staged.path().join(file);
+            tokio::fs::write(&dst, bytes)
+                .await
+                .map_err(|e| Error::io(format!("writing {}", dst.display()), e))?;
+        }
+        let (target, sums, label) = (target.clone(), sums.clone(), label.clone());
+        tokio::task::spawn_blocking(move || cache::commit(staged, &sums, &target, &label))
+            .await
+            .map_err(|e| Error::io("cache task", std::io::Error::other(e.to_string())))??;
+        tracing::info!(model = %version.name, version = %version.version, from = %uri.artifact_uri, "fetched GGUF model from MLflow");
+    }
+    Ok(FetchedGguf {
+        version: version.clone(),
+        path: target.join(gguf),
+        digest: format!("sha256:{}", sums.get(gguf).unwrap_or_default()),
+    })
 }
 
 /// Versions logged by MLflow itself describe their tensors in `MLmodel`; convert it.

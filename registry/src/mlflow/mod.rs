@@ -194,6 +194,14 @@ impl Registry for MlflowRegistry {
         artifacts::fetch(self, version, cache_dir).await
     }
 
+    async fn fetch_gguf(
+        &self,
+        version: &ModelVersion,
+        cache_dir: &Path,
+    ) -> Result<crate::FetchedGguf> {
+        artifacts::fetch_gguf(self, version, cache_dir).await
+    }
+
     async fn list_models(&self) -> Result<Vec<RegisteredModel>> {
         let mut models = Vec::new();
         let mut token: Option<String> = None;

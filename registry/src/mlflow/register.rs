@@ -159,6 +159,10 @@ pub(crate) async fn register(reg: &MlflowRegistry, name: &str, dir: &Path) -> Re
     let mut tags = vec![
         json!({"key": "mooring.sha256.model.onnx", "value": sums.get(crate::MODEL_FILE).unwrap_or_default()}),
     ];
+    // A chat model: its GGUF's digest is the version's identity (the operator's `modelDigest`).
+    if let Some(gguf) = sums.files().find(|f| f.ends_with(crate::GGUF_EXTENSION)) {
+        tags.push(json!({"key": "mooring.digest", "value": sums.get(gguf).unwrap_or_default()}));
+    }
     tags.extend(
         meta.metrics.iter().map(
             |(k, v)| json!({"key": format!("{METRIC_TAG_PREFIX}{k}"), "value": v.to_string()}),
