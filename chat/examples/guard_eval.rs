@@ -155,13 +155,19 @@ fn main() {
     // The threshold the development half picks: the lowest (most recall) at which the whole
     // guard's false-positive rate on the development half's ordinary prompts stays ≤ 1 %.
     let tuned = semantic.as_ref().map(|_| {
-        let dev: Vec<(&Prompt, &Verdict)> =
-            prompts.iter().zip(&verdicts).filter(|(p, _)| !p.held_out).collect();
+        let dev: Vec<(&Prompt, &Verdict)> = prompts
+            .iter()
+            .zip(&verdicts)
+            .filter(|(p, _)| !p.held_out)
+            .collect();
         let benign = dev.iter().filter(|(p, _)| !p.attack).count() as f64;
         (1..=99)
             .map(|t| t as f32 / 100.0)
             .find(|&t| {
-                let fp = dev.iter().filter(|(p, v)| !p.attack && v.flagged(t)).count() as f64;
+                let fp = dev
+                    .iter()
+                    .filter(|(p, v)| !p.attack && v.flagged(t))
+                    .count() as f64;
                 fp / benign <= 0.01
             })
             .unwrap_or(1.0)
@@ -169,8 +175,11 @@ fn main() {
     let threshold = DEFAULT_SEMANTIC_THRESHOLD;
     if semantic.is_some() {
         println!("semantic layer alone on the development half (leave-one-out), by threshold:");
-        let dev: Vec<(&Prompt, &Verdict)> =
-            prompts.iter().zip(&verdicts).filter(|(p, _)| !p.held_out).collect();
+        let dev: Vec<(&Prompt, &Verdict)> = prompts
+            .iter()
+            .zip(&verdicts)
+            .filter(|(p, _)| !p.held_out)
+            .collect();
         for t in (0..=40).step_by(5).map(|t| t as f32 / 100.0) {
             let count = |attack: bool| {
                 dev.iter()

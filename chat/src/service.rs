@@ -212,10 +212,12 @@ impl ChatService {
         // Loading the embedding model reads ~90 MB and the guard embeds its exemplars: off the
         // async workers. One model serves both the semantic cache and the guard.
         let (caches, guard) = tokio::task::spawn_blocking(move || {
-            let wanted = cache_args.semantic == Switch::On || guard_args.semantic_layer == Switch::On;
+            let wanted =
+                cache_args.semantic == Switch::On || guard_args.semantic_layer == Switch::On;
             let embedder = match (&cache_args.embedding_model_dir, wanted) {
-                (Some(dir), true) => Some(Arc::new(MiniLmEmbedder::load(dir).map_err(CacheError::from)?)
-                    as Arc<dyn Embedder>),
+                (Some(dir), true) => Some(Arc::new(
+                    MiniLmEmbedder::load(dir).map_err(CacheError::from)?,
+                ) as Arc<dyn Embedder>),
                 _ => None,
             };
             if guard_args.semantic_layer == Switch::On && embedder.is_none() {

@@ -36,8 +36,7 @@ pub use patterns::{
     DEFAULT_PATTERNS, MARKUP_PATTERNS, PatternOverride, PatternsFileError, parse_patterns,
 };
 pub use semantic::{
-    DEFAULT_SEMANTIC_THRESHOLD, EXEMPLARS, Exemplar, SemanticLayer, SemanticMatch, escape,
-    unescape,
+    DEFAULT_SEMANTIC_THRESHOLD, EXEMPLARS, Exemplar, SemanticLayer, SemanticMatch, escape, unescape,
 };
 
 use crate::cache::{EmbedError, Embedder, Switch};
@@ -267,7 +266,8 @@ impl Guard {
             match embedder {
                 Some(embedder) => {
                     let exemplars = SemanticLayer::carried_exemplars();
-                    guard = guard.with_semantic(SemanticLayer::new(embedder, exemplars, threshold)?);
+                    guard =
+                        guard.with_semantic(SemanticLayer::new(embedder, exemplars, threshold)?);
                 }
                 None => guard.semantic_missing = SemanticStatus::Unavailable,
             }
@@ -368,6 +368,9 @@ impl Guard {
             let mut hits: Vec<usize> = self.set.matches(&stripped).into_iter().collect();
             hits.extend(self.set.matches(&forms.plain).iter());
             hits.extend(self.set.matches(&forms.canonical).iter());
+            if let Some(with_l) = &forms.canonical_with_l {
+                hits.extend(self.set.matches(with_l).iter());
+            }
             hits.sort_unstable();
             hits.dedup();
             let mut decoded_hits: Vec<usize> = forms
@@ -421,7 +424,11 @@ impl Guard {
         }
     }
 
-    fn semantic_report(&self, forms: &MatchForms, detections: &mut Vec<Detection>) -> SemanticReport {
+    fn semantic_report(
+        &self,
+        forms: &MatchForms,
+        detections: &mut Vec<Detection>,
+    ) -> SemanticReport {
         let Some(layer) = &self.semantic else {
             return SemanticReport {
                 status: self.semantic_missing,

@@ -119,7 +119,11 @@ impl SemanticLayer {
 
     /// The best-scoring piece of `text` (see the module documentation); `extra` pieces
     /// (decoded payloads) are embedded too. `None` without attack exemplars.
-    pub fn nearest(&self, text: &str, extra: &[String]) -> Result<Option<SemanticMatch>, EmbedError> {
+    pub fn nearest(
+        &self,
+        text: &str,
+        extra: &[String],
+    ) -> Result<Option<SemanticMatch>, EmbedError> {
         self.nearest_excluding(text, extra, &|_| false)
     }
 
@@ -152,7 +156,11 @@ impl SemanticLayer {
             let Some((similarity, exemplar)) = attack else {
                 return Ok(None);
             };
-            let score = if has_benign { similarity - benign } else { similarity };
+            let score = if has_benign {
+                similarity - benign
+            } else {
+                similarity
+            };
             if best.as_ref().is_none_or(|b| score > b.score) {
                 best = Some(SemanticMatch {
                     score,
@@ -170,7 +178,9 @@ impl SemanticLayer {
 fn pieces(text: &str, extra: &[String]) -> Vec<String> {
     let mut out = vec![text.trim().to_owned()];
     let sentences: Vec<&str> = text
-        .split(['.', '!', '?', '\n', ';', ':', '"', '[', ']', '(', ')', '<', '>'])
+        .split([
+            '.', '!', '?', '\n', ';', ':', '"', '[', ']', '(', ')', '<', '>',
+        ])
         .map(str::trim)
         .filter(|s| s.split_whitespace().count() >= MIN_PIECE_WORDS)
         .collect();
