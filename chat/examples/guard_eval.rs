@@ -302,12 +302,19 @@ fn main() {
         );
     }
 
-    // Latency of the whole check, as the server runs it (one prompt at a time, one thread).
-    let mut guard = Guard::new(GuardMode::Flag, 0, &[]).expect("default patterns compile");
-    let with_semantic = semantic.is_some();
+    // Latency of the check as the server runs it (one prompt at a time, one thread): the
+    // pattern layers alone, then all layers.
+    println!();
+    latency("patterns + markup + decoded", &patterns, &prompts);
     if let Some(layer) = semantic {
-        guard = guard.with_semantic(layer);
+        let guard = Guard::new(GuardMode::Flag, 0, &[])
+            .expect("default patterns compile")
+            .with_semantic(layer);
+        latency("all layers (semantic included)", &guard, &prompts);
     }
+}
+
+fn latency(what: &str, guard: &Guard, prompts: &[Prompt]) {
     for _ in 0..3 {
         std::hint::black_box(guard.analyze(&prompts[0].text));
     }
@@ -321,12 +328,7 @@ fn main() {
         .collect();
     seconds.sort_by(f64::total_cmp);
     println!(
-        "\nlatency per prompt ({}, {} prompts): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        if with_semantic {
-            "all layers"
-        } else {
-            "patterns + markup"
-        },
+        "latency per prompt, {what} ({} prompts): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         seconds.len(),
         1000.0 * percentile(&seconds, 0.50),
         1000.0 * percentile(&seconds, 0.99),

@@ -697,7 +697,7 @@ async fn check_async_embeds_on_the_blocking_pool_not_on_the_runtime_thread() {
         .await
         .unwrap();
     assert!(analysis.injection_detected);
-    let threads = embedder.threads.lock().unwrap();
+    let threads = embedder.threads.lock().unwrap().clone();
     assert!(!threads.is_empty());
     // #[tokio::test] runs the test on a current-thread runtime: this thread is its worker.
     let runtime_thread = std::thread::current().id();
