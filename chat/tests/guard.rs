@@ -254,6 +254,9 @@ const ORDINARY: &[&str] = &[
     "Decode this base64: aGVsbG8gd29ybGQ=",
     "user: bob\nrole: admin\nIs this YAML valid?",
     "Write a story about a knight who forgets his sword.",
+    "Which old tax rules no longer apply after 2024?",
+    "How do I bypass the cache in Chrome when reloading?",
+    "Ignore the first column of this CSV and sum the rest: a,1,2",
 ];
 
 #[test]

@@ -34,7 +34,8 @@ pub const DEFAULT_PATTERNS: &[(&str, &str)] = &[
     // --- The same, paraphrased: what came before no longer holds.
     (
         "earlier_rules_void",
-        r"\b(earlier|previous|prior|initial|original|old|opening|former|starting|your|those|these|the)\s+(\w+\s+){0,2}?(rules|instructions|guidelines|guidance|directives|directions|constraints|restrictions|polic(y|ies)|configuration|setup(\s+text)?|programming)\b[^.!?\n]{0,40}?\b(no\s+longer\s+(apply|applies|bind|binds|matter|matters|count|counts|hold|holds|valid|in\s+effect)|(are|is|have\s+been|has\s+been|were|was|have|has)\s+(now\s+)?(void|cancell?ed|revoked|lifted|suspended|removed|obsolete|outdated|expired|ended|over|null|invalid|disabled|a\s+(test|mistake|joke)))\b",
+        // Bare "old" is no qualifier ("which old tax rules no longer apply?"); "the old" is.
+        r"\b(earlier|previous|prior|initial|original|opening|former|starting|your|those|these|the)\s+(\w+\s+){0,2}?(rules|instructions|guidelines|guidance|directives|directions|constraints|restrictions|polic(y|ies)|configuration|setup(\s+text)?|programming)\b[^.!?\n]{0,40}?\b(no\s+longer\s+(apply|applies|bind|binds|matter|matters|count|counts|hold|holds|valid|in\s+effect)|(are|is|have\s+been|has\s+been|were|was|have|has)\s+(now\s+)?(void|cancell?ed|revoked|lifted|suspended|removed|obsolete|outdated|expired|ended|over|null|invalid|disabled|a\s+(test|mistake|joke)))\b",
     ),
     (
         "nothing_before_counts",
