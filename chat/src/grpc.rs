@@ -40,6 +40,10 @@ impl GrpcChat {
         let chat = self
             .to_chat(request)
             .map_err(|(label, s)| refused(label, s))?;
+        self.shared
+            .check_prompt(&chat)
+            .await
+            .map_err(|e| refused(e.label(), e.grpc_status()))?;
         let session_id = chat.session_id.clone().unwrap_or_default();
         match self.shared.engine.prepare(chat).await {
             Ok(prepared) => Ok((prepared, session_id)),
@@ -47,7 +51,7 @@ impl GrpcChat {
         }
     }
 
-    /// Authenticates, converts and checks a request; an error comes with its metric label.
+    /// Authenticates and converts a request; an error comes with its metric label.
     fn to_chat(
         &self,
         request: Request<proto::ChatRequest>,
@@ -105,9 +109,6 @@ impl GrpcChat {
             seed: body.seed,
             stop: body.stop,
         };
-        self.shared
-            .check_prompt(&chat)
-            .map_err(|e| (e.label(), e.grpc_status()))?;
         Ok(chat)
     }
 }

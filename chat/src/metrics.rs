@@ -1,6 +1,8 @@
 //! Prometheus metrics of chat mode, registered in the registry the server passes in.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, exponential_buckets};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, exponential_buckets,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -22,8 +24,11 @@ pub struct ChatMetrics {
     pub tokens: IntCounterVec,
     /// Answers served from a cache, by cache (`exact`, `semantic`).
     pub cache_hits: IntCounterVec,
-    /// Prompts the guard flagged or blocked, by action.
+    /// Prompts the guard flagged or blocked, by layer that fired (`pattern`, `markup`,
+    /// `decoded`, `semantic`; a prompt counts once per layer) and action.
     pub guard_detections: IntCounterVec,
+    /// Seconds the guard took per checked message, semantic layer included.
+    pub guard_seconds: Histogram,
 }
 
 impl ChatMetrics {
@@ -64,7 +69,14 @@ impl ChatMetrics {
                 "mooring_chat_guard_detections_total",
                 "Prompts in which the guard detected an injection attempt",
             ),
-            &["action"],
+            &["layer", "action"],
+        )?;
+        let guard_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "mooring_chat_guard_seconds",
+                "Seconds the prompt guard took per checked message",
+            )
+            .buckets(exponential_buckets(0.0001, 2.0, 14)?),
         )?;
         registry.register(Box::new(time_to_first_token.clone()))?;
         registry.register(Box::new(tokens_per_second.clone()))?;
@@ -72,6 +84,7 @@ impl ChatMetrics {
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(cache_hits.clone()))?;
         registry.register(Box::new(guard_detections.clone()))?;
+        registry.register(Box::new(guard_seconds.clone()))?;
         Ok(ChatMetrics {
             time_to_first_token,
             tokens_per_second,
@@ -79,6 +92,7 @@ impl ChatMetrics {
             tokens,
             cache_hits,
             guard_detections,
+            guard_seconds,
         })
     }
 

@@ -17,11 +17,11 @@ use crate::backend::ollama::OllamaBackend;
 use crate::backend::openai::{OpenAiBackend, RemoteOptions};
 use crate::backend::retry::RetryPolicy;
 use crate::backend::{Backend, BackendError, Role};
-use crate::cache::{CacheError, Caches};
+use crate::cache::{CacheError, Caches, Embedder, MiniLmEmbedder, Switch};
 use crate::config::{BackendKind, ChatArgs, MemoryStoreKind};
 use crate::engine::{CachedAnswer, ChatRequest, Engine};
 use crate::error::ChatError;
-use crate::guard::{Guard, GuardError};
+use crate::guard::{Guard, GuardAnalysis, GuardError, Layer};
 use crate::memory::in_process::InProcessStore;
 use crate::memory::redis_store::RedisStore;
 use crate::memory::{MemoryError, MemoryLimits, SessionStore};
@@ -80,15 +80,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 impl Shared {
     /// Applies the prompt guard to the request's system and user messages. Block mode
     /// refuses (400 with the analysis); flag mode lets the request through and returns
-    /// the value of [`GUARD_HEADER`].
-    pub fn check_prompt(&self, request: &ChatRequest) -> Result<Option<HeaderValue>, ChatError> {
+    /// the value of [`GUARD_HEADER`]. The semantic layer embeds on the blocking pool.
+    pub async fn check_prompt(
+        &self,
+        request: &ChatRequest,
+    ) -> Result<Option<HeaderValue>, ChatError> {
         let mut flagged: Vec<String> = Vec::new();
+        let mut layers: Vec<Layer> = Vec::new();
         for (i, message) in request.messages.iter().enumerate() {
             if message.role == Role::Assistant {
                 continue;
             }
-            match self.guard.check(&message.content) {
+            match self.timed_check(&message.content).await {
                 Ok(analysis) if analysis.injection_detected => {
+                    layers.extend(analysis.detections.iter().map(|d| d.layer));
                     flagged.extend(analysis.detected_patterns)
                 }
                 Ok(_) => {}
@@ -100,29 +105,27 @@ impl Shared {
         }
         flagged.sort();
         flagged.dedup();
-        self.engine
-            .metrics
-            .guard_detections
-            .with_label_values(&["flagged"])
-            .inc();
+        self.count_detections(layers, "flagged");
         Ok(HeaderValue::from_str(&flagged.join(",")).ok())
     }
 
     /// The guard's analysis of a single-prompt request (for `generate-secure`).
-    pub fn analyze_prompt(&self, request: &ChatRequest) -> Result<serde_json::Value, ChatError> {
+    pub async fn analyze_prompt(
+        &self,
+        request: &ChatRequest,
+    ) -> Result<serde_json::Value, ChatError> {
         let prompt = request
             .messages
             .last()
             .map(|m| m.content.as_str())
             .unwrap_or("");
-        match self.guard.check(prompt) {
+        match self.timed_check(prompt).await {
             Ok(analysis) => {
                 if analysis.injection_detected {
-                    self.engine
-                        .metrics
-                        .guard_detections
-                        .with_label_values(&["flagged"])
-                        .inc();
+                    self.count_detections(
+                        analysis.detections.iter().map(|d| d.layer).collect(),
+                        "flagged",
+                    );
                 }
                 Ok(serde_json::to_value(analysis).unwrap_or_default())
             }
@@ -130,14 +133,36 @@ impl Shared {
         }
     }
 
+    async fn timed_check(&self, text: &str) -> Result<GuardAnalysis, GuardError> {
+        let started = std::time::Instant::now();
+        let result = self.guard.check_async(text).await;
+        self.engine
+            .metrics
+            .guard_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// One count per layer that fired.
+    fn count_detections(&self, mut layers: Vec<Layer>, action: &str) {
+        layers.sort_by_key(|l| l.as_str());
+        layers.dedup();
+        for layer in layers {
+            self.engine
+                .metrics
+                .guard_detections
+                .with_label_values(&[layer.as_str(), action])
+                .inc();
+        }
+    }
+
     fn guard_error(&self, error: GuardError, field: &str) -> ChatError {
         match error {
             GuardError::Blocked(analysis) => {
-                self.engine
-                    .metrics
-                    .guard_detections
-                    .with_label_values(&["blocked"])
-                    .inc();
+                self.count_detections(
+                    analysis.detections.iter().map(|d| d.layer).collect(),
+                    "blocked",
+                );
                 ChatError::Blocked {
                     param: field.to_string(),
                     analysis: serde_json::to_value(*analysis).unwrap_or_default(),
@@ -182,13 +207,31 @@ impl ChatService {
         let backend = build_backend(args).await?;
         let store = build_store(args).await?;
         let metrics = ChatMetrics::register(registry)?;
-        let guard = Arc::new(Guard::from_args(&args.guard)?);
         let auth = Auth::from_args(&args.auth)?;
-        let cache_args = args.cache.clone();
-        // Loading the embedding model reads ~90 MB: off the async workers.
-        let caches = tokio::task::spawn_blocking(move || Caches::from_args(&cache_args))
-            .await
-            .map_err(|e| BackendError::Load(format!("the cache loading thread failed: {e}")))??;
+        let (cache_args, guard_args) = (args.cache.clone(), args.guard.clone());
+        // Loading the embedding model reads ~90 MB and the guard embeds its exemplars: off the
+        // async workers. One model serves both the semantic cache and the guard.
+        let (caches, guard) = tokio::task::spawn_blocking(move || {
+            let wanted =
+                cache_args.semantic == Switch::On || guard_args.semantic_layer == Switch::On;
+            let embedder = match (&cache_args.embedding_model_dir, wanted) {
+                (Some(dir), true) => Some(Arc::new(
+                    MiniLmEmbedder::load(dir).map_err(CacheError::from)?,
+                ) as Arc<dyn Embedder>),
+                _ => None,
+            };
+            if guard_args.semantic_layer == Switch::On && embedder.is_none() {
+                tracing::warn!(
+                    "guard: --guard-semantic is on but no --embedding-model-dir is given; \
+                     the guard runs its pattern and markup layers only"
+                );
+            }
+            let guard = Guard::with_embedder(&guard_args, embedder.clone())?;
+            let caches = Caches::with_embedder(&cache_args, embedder)?;
+            Ok::<_, BuildError>((caches, Arc::new(guard)))
+        })
+        .await
+        .map_err(|e| BackendError::Load(format!("the cache loading thread failed: {e}")))??;
         Ok(Self::from_parts(
             args, backend, store, metrics, guard, auth, caches,
         ))

@@ -64,7 +64,7 @@ pub async fn chat(
         let id = session_id(&headers, request.session_id.clone())?
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let chat = request.into_chat(caller.owner, Some(id.clone()))?;
-        shared.check_prompt(&chat)?;
+        shared.check_prompt(&chat).await?;
         Ok((id, shared.engine.prepare(chat).await?))
     };
     let (id, prepared) = counted(&shared, API_CHAT, accepted.await)?;
@@ -121,7 +121,7 @@ pub async fn generate(
         let request: PromptRequest = parse_json(body)?;
         reject_session(&request)?;
         let chat = request.into_chat(caller.owner, None)?;
-        let guard = shared.check_prompt(&chat)?;
+        let guard = shared.check_prompt(&chat).await?;
         Ok((guard, shared.engine.prepare(chat).await?))
     };
     let (guard, prepared) = counted(&shared, API_GENERATE, accepted.await)?;
@@ -143,7 +143,7 @@ pub async fn generate_secure(
         let request: PromptRequest = parse_json(body)?;
         reject_session(&request)?;
         let chat = request.into_chat(caller.owner, None)?;
-        let analysis = shared.analyze_prompt(&chat)?;
+        let analysis = shared.analyze_prompt(&chat).await?;
         Ok((analysis, shared.engine.prepare(chat).await?))
     };
     let (analysis, prepared) = counted(&shared, API_GENERATE_SECURE, accepted.await)?;

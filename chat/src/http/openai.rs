@@ -206,7 +206,7 @@ async fn accept(
         seed: request.seed,
         stop,
     };
-    let guard = shared.check_prompt(&chat)?;
+    let guard = shared.check_prompt(&chat).await?;
     Ok(Accepted {
         prepared: shared.engine.prepare(chat).await?,
         session,
