@@ -112,11 +112,15 @@ impl WatchState {
                 _ = self.changes.changed() => {}
                 _ = self.faults.changed() => {}
                 _ = tokio::time::sleep_until(self.deadline) => {
+                    // A change may have landed as the deadline came (select picks either
+                    // branch): send it first, so the bookmark never points past an event
+                    // this watch did not deliver (the client resumes from the bookmark).
+                    self.collect();
+                    let ended = self.done;
                     self.done = true;
-                    if self.bookmarks {
+                    if self.bookmarks && !ended {
                         let rt = resources::get(self.resource);
-                        let rv = self.inner.lock().store.rv;
-                        self.rv = rv;
+                        let rv = self.rv;
                         self.pending.push_back(event("BOOKMARK", &json!({
                             "kind": rt.kind, "apiVersion": rt.api_version(),
                             "metadata": {"resourceVersion": rv.to_string()},
