@@ -711,3 +711,61 @@ async fn the_observer_sees_each_completed_inference_once() {
         "every output, whatever the client asked for"
     );
 }
+
+/// Never answers until its gate opens (a model call still running when the client leaves).
+struct Stuck(std::sync::mpsc::Receiver<()>);
+
+impl Backend for Stuck {
+    fn run(
+        &mut self,
+        _inputs: Vec<crate::tensor::Tensor>,
+    ) -> crate::error::Result<Vec<crate::tensor::Tensor>> {
+        let _ = self.0.recv();
+        Err(crate::error::ServerError::Execution("released".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_request_leaves_the_in_flight_gauge() {
+    let signature =
+        Signature::from_json(&std::fs::read(iris_dir().join("signature.json")).unwrap()).unwrap();
+    let metrics = Metrics::new();
+    let (release, gate) = std::sync::mpsc::channel();
+    let gate = std::sync::Mutex::new(Some(gate));
+    let make = move || {
+        let gate = gate.lock().unwrap().take().expect("one worker");
+        Ok(Box::new(Stuck(gate)) as Box<dyn Backend>)
+    };
+    let model = LoadedModel::with_backend(
+        "iris-classifier",
+        "1",
+        "sha256:test",
+        signature,
+        make,
+        &BatchConfig::default(),
+        &metrics,
+    )
+    .unwrap();
+    let state = Arc::new(ServerState::new(vec![model], metrics.clone(), 1 << 20));
+    let request = crate::state::InferRequest {
+        model: "iris-classifier".into(),
+        version: None,
+        id: None,
+        inputs: vec![crate::tensor::Tensor {
+            name: "input".into(),
+            shape: vec![1, 4],
+            data: crate::tensor::TensorData::F32(vec![5.1, 3.5, 1.4, 0.2]),
+        }],
+        outputs: Vec::new(),
+    };
+    // The client goes away (or the gRPC deadline passes) while the model runs.
+    let infer = state.infer(request, crate::state::Protocol::Rest);
+    let outcome = tokio::time::timeout(std::time::Duration::from_millis(200), infer).await;
+    assert!(outcome.is_err(), "the stuck model answered");
+    assert_eq!(
+        metrics.in_flight.get(),
+        0,
+        "the cancelled request is still counted"
+    );
+    release.send(()).unwrap();
+}
