@@ -6,6 +6,7 @@
 //! stream cancels the generation (the local model stops at its next token, a remote
 //! request's connection is closed).
 
+pub mod limit;
 pub mod local;
 pub mod ollama;
 pub mod openai;
