@@ -43,7 +43,7 @@ pub struct Summary {
 /// be read).
 type Row = (usize, Result<Map<String, Value>, String>);
 
-fn read_rows(path: &Path) -> Result<Vec<Row>, BatchError> {
+pub(crate) fn read_rows(path: &Path) -> Result<Vec<Row>, BatchError> {
     let io = |source| BatchError::Io {
         path: path.to_path_buf(),
         source,
