@@ -13,6 +13,9 @@ pub mod openai;
 pub mod retry;
 pub mod stop;
 
+#[cfg(test)]
+mod prop_tests;
+
 use std::pin::Pin;
 
 use futures::Stream;
