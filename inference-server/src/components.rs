@@ -78,7 +78,10 @@ pub async fn build(args: &ServeArgs) -> Result<(Extras, Running), ComponentError
         };
         let (logger, writer) = PredictionLogger::start(sink, opts).await?;
         logger.register(&registry)?;
-        extras.observer = Some(Arc::new(PredictionLogObserver::new(logger.clone())));
+        extras.observer = Some(Arc::new(
+            PredictionLogObserver::new(logger.clone())
+                .with_max_text_chars(args.prediction_log.prediction_log_max_text_chars),
+        ));
         running.logger = Some((logger, writer));
     }
     if args.chat {

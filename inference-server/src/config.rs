@@ -167,6 +167,14 @@ pub struct PredictionLogArgs {
         default_value_t = 10_000
     )]
     pub prediction_log_queue: usize,
+    /// Characters of a text input kept in the log (text models); longer text is cut, on a
+    /// character boundary, so one huge message cannot bloat the log.
+    #[arg(
+        long = "prediction-log-max-text-chars",
+        env = "MOORING_PREDICTION_LOG_MAX_TEXT_CHARS",
+        default_value_t = 2000
+    )]
+    pub prediction_log_max_text_chars: usize,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -20,7 +20,7 @@ use crate::backend::{Backend, BatchConfig};
 use crate::error::{Result, ServerError};
 use crate::metrics::Metrics;
 use crate::state::{LoadedModel, ServerState};
-use crate::tensor::{DataType, Tensor, TensorData};
+use crate::tensor::{ByteString, DataType, Tensor, TensorData};
 use crate::validate::tests::iris_signature;
 
 /// Cases per property: enough to find shallow decoder bugs, few enough for CI.
@@ -182,8 +182,14 @@ fn tensor_data() -> impl Strategy<Value = TensorData> {
             n.clone()
         )
         .prop_map(TensorData::F32),
-        prop::collection::vec(any::<f64>().prop_filter("finite", |f| f.is_finite()), n)
-            .prop_map(TensorData::F64),
+        prop::collection::vec(
+            any::<f64>().prop_filter("finite", |f| f.is_finite()),
+            n.clone()
+        )
+        .prop_map(TensorData::F64),
+        // Text of any kind, empty strings included (JSON carries BYTES as strings).
+        prop::collection::vec("\\PC{0,12}".prop_map(|s| ByteString::from(s.as_str())), n)
+            .prop_map(TensorData::Bytes),
     ]
 }
 
@@ -335,7 +341,7 @@ proptest! {
     #[test]
     fn raw_bytes_of_any_length_decode_or_name_the_field(
         bytes in prop::collection::vec(any::<u8>(), 0..64),
-        datatype in prop::sample::select(&DATATYPES[..12]),
+        datatype in prop::sample::select(&DATATYPES[..13]),
     ) {
         if let Ok(datatype) = DataType::parse(datatype) {
             match TensorData::from_le_bytes(datatype, &bytes, "input \"x\"") {
