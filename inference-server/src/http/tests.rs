@@ -773,25 +773,37 @@ async fn a_cancelled_request_leaves_the_in_flight_gauge() {
 /// Version 1 of the bundled spam classifier (TF-IDF + logistic regression over a string
 /// tensor).
 fn spam_state() -> Arc<ServerState> {
+    let metrics = Metrics::new();
+    let model = spam_model(&metrics);
+    Arc::new(ServerState::new(vec![model], metrics, 1 << 20))
+}
+
+/// Version 1 of the bundled spam classifier, loaded from its directory.
+pub(crate) fn spam_model(metrics: &Metrics) -> LoadedModel {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/spam-classifier/1");
     let signature =
         Signature::from_json(&std::fs::read(dir.join("signature.json")).unwrap()).unwrap();
-    let metrics = Metrics::new();
     let sig = signature.clone();
     let make = move || {
         OrtBackend::load(&dir.join("model.onnx"), &sig).map(|b| Box::new(b) as Box<dyn Backend>)
     };
-    let model = LoadedModel::with_backend(
+    LoadedModel::with_backend(
         "spam-classifier",
         "1",
         "sha256:test",
         signature,
         make,
         &BatchConfig::default(),
-        &metrics,
+        metrics,
     )
-    .expect("the bundled spam model loads");
-    Arc::new(ServerState::new(vec![model], metrics, 1 << 20))
+    .expect("the bundled spam model loads")
+}
+
+/// Iris (the default model) and the spam classifier, as the README serves them.
+pub(crate) fn iris_and_spam_state(max_body_bytes: usize) -> Arc<ServerState> {
+    let metrics = Metrics::new();
+    let models = vec![iris_model("1", &metrics), spam_model(&metrics)];
+    Arc::new(ServerState::new(models, metrics, max_body_bytes))
 }
 
 const SPAM: &str = "URGENT: you have won a £1000 gift card. Click http://bit.ly/claim-now";
