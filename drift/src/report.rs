@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use mooring_crds::drift_report::{
+use mooring_drift_report::{
     DriftReport, DriftTest, DriftVerdict, FeatureDrift, FeatureKind, TestResult,
 };
 use plotters::prelude::*;
