@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use mooring_drift_report::DriftVerdict;
 use mooring_drift::cli::{DriftArgs, run};
 use mooring_drift::log::{LoggerOptions, PredictionLogger, PredictionRecord};
+use mooring_drift_report::DriftVerdict;
 
 #[derive(Parser)]
 struct Cli {

@@ -363,13 +363,14 @@ proptest! {
         bytes in prop::collection::vec(any::<u8>(), 0..400),
         text in "(([a-z_]{1,8}|[0-9.e+-]{1,8}|\"[^\"]{0,6}\"|\\{.{0,16}\\}),?){0,12}\n?",
         csv in any::<bool>(),
+        text_columns in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(if csv { "rows.csv" } else { "rows.jsonl" });
         let mut content = text.into_bytes();
         content.extend_from_slice(&bytes);
         std::fs::write(&path, &content).unwrap();
-        if let Ok(rows) = crate::batch_cmd::read_rows(&path) {
+        if let Ok(rows) = crate::batch_cmd::read_rows(&path, text_columns) {
             for (line, _) in rows {
                 prop_assert!(line >= 1);
             }
@@ -382,11 +383,36 @@ fn a_jsonl_row_that_is_valid_reads_back_as_its_features() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rows.jsonl");
     std::fs::write(&path, "{\"a\": 1.5}\n\n[1]\n").unwrap();
-    let rows = crate::batch_cmd::read_rows(&path).unwrap();
+    let rows = crate::batch_cmd::read_rows(&path, false).unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].1.as_ref().unwrap()["a"], json!(1.5));
     assert_eq!(rows[1].0, 3);
     assert!(rows[1].1.is_err());
+}
+
+#[test]
+fn a_csv_text_column_is_read_as_text_for_a_text_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messages.csv");
+    std::fs::write(
+        &path,
+        "text,label\n\"Winner, reply YES\",spam\nTrès bien 😀,ham\n",
+    )
+    .unwrap();
+    let rows = crate::batch_cmd::read_rows(&path, true).unwrap();
+    assert_eq!(
+        rows[0].1.as_ref().unwrap()["text"],
+        json!("Winner, reply YES")
+    );
+    assert_eq!(rows[1].1.as_ref().unwrap()["text"], json!("Très bien 😀"));
+    let numeric = crate::batch_cmd::read_rows(&path, false).unwrap();
+    assert!(
+        numeric[0]
+            .1
+            .as_ref()
+            .unwrap_err()
+            .contains("is not a number")
+    );
 }
 
 #[test]
