@@ -5,8 +5,11 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "chat")]
 use futures::FutureExt;
+#[cfg(feature = "chat")]
 use futures::future::BoxFuture;
+#[cfg(feature = "chat")]
 use mooring_chat::ChatService;
 use mooring_drift::log::{LoggerOptions, PredictionLogger};
 use tokio::task::JoinHandle;
@@ -14,14 +17,21 @@ use tokio::task::JoinHandle;
 use crate::config::ServeArgs;
 use crate::prediction_log::PredictionLogObserver;
 use crate::serve::Extras;
+#[cfg(feature = "chat")]
 use crate::state::ReadinessProbe;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComponentError {
     #[error("prediction log")]
     PredictionLog(#[from] mooring_drift::log::LogError),
+    #[cfg(feature = "chat")]
     #[error("chat")]
     Chat(#[from] mooring_chat::BuildError),
+    #[cfg(not(feature = "chat"))]
+    #[error(
+        "--chat: this inference-server was built without chat (cargo feature `chat`); use the chat image"
+    )]
+    ChatNotBuilt,
 }
 
 /// How long a stop waits for the prediction log to flush.
@@ -30,12 +40,14 @@ const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// What must be stopped after the servers drained.
 pub struct Running {
     logger: Option<(PredictionLogger, JoinHandle<()>)>,
+    #[cfg(feature = "chat")]
     chat: Option<ChatService>,
 }
 
 impl Running {
     /// Flushes the prediction log (a clean stop loses no record) and stops chat.
     pub async fn stop(self) {
+        #[cfg(feature = "chat")]
         if let Some(chat) = self.chat {
             chat.shutdown();
         }
@@ -68,6 +80,7 @@ pub async fn build(args: &ServeArgs) -> Result<(Extras, Running), ComponentError
     };
     let mut running = Running {
         logger: None,
+        #[cfg(feature = "chat")]
         chat: None,
     };
     if let Some(sink) = &args.prediction_log.prediction_log {
@@ -84,6 +97,11 @@ pub async fn build(args: &ServeArgs) -> Result<(Extras, Running), ComponentError
         ));
         running.logger = Some((logger, writer));
     }
+    #[cfg(not(feature = "chat"))]
+    if args.chat {
+        return Err(ComponentError::ChatNotBuilt);
+    }
+    #[cfg(feature = "chat")]
     if args.chat {
         let chat = ChatService::build(&args.chat_args, &registry).await?;
         extras.http = Some(chat.router());
@@ -96,8 +114,10 @@ pub async fn build(args: &ServeArgs) -> Result<(Extras, Running), ComponentError
 }
 
 /// `/readyz` reports chat's backend and session store (the `BackendReachable` condition).
+#[cfg(feature = "chat")]
 struct ChatProbe(ChatService);
 
+#[cfg(feature = "chat")]
 impl ReadinessProbe for ChatProbe {
     fn name(&self) -> &'static str {
         "chat"

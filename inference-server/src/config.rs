@@ -139,6 +139,7 @@ pub struct ServeArgs {
     /// `mooring.chat.v1` gRPC service) beside the models, or alone when no `--model` is given.
     #[arg(long, env = "MOORING_CHAT")]
     pub chat: bool,
+    #[cfg(feature = "chat")]
     #[command(flatten, next_help_heading = "Chat (with --chat)")]
     pub chat_args: mooring_chat::ChatArgs,
 }

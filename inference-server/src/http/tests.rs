@@ -800,6 +800,7 @@ pub(crate) fn spam_model(metrics: &Metrics) -> LoadedModel {
 }
 
 /// Iris (the default model) and the spam classifier, as the README serves them.
+#[cfg(feature = "chat")]
 pub(crate) fn iris_and_spam_state(max_body_bytes: usize) -> Arc<ServerState> {
     let metrics = Metrics::new();
     let models = vec![iris_model("1", &metrics), spam_model(&metrics)];
