@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train the bundled iris classifier and write it as a Mooring local registry.
+"""Train the bundled models (iris and spam classifiers) and write them as a Mooring local registry.
 
 Writes, under the directory of this script (or --out):
 
@@ -12,6 +12,17 @@ Writes, under the directory of this script (or --out):
         reference.csv    the training rows (feature columns + `target`), for drift checks
         version.json     description, creation time, metrics and parameters
         sha256sums       `sha256sum -c` compatible, one line per file above
+
+    spam-classifier/aliases.json          {"production": "1", "challenger": "2"}
+    spam-classifier/1/                    TF-IDF of words + logistic regression
+    spam-classifier/2/                    TF-IDF of words and word pairs + logistic regression
+        model.onnx       input `text` BYTES (a string tensor) [-1, 1]; outputs `label` INT64
+                         [-1] (0 ham, 1 spam), `probabilities` FP32 [-1, 2]
+        reference.csv    the training messages (`text` + `target`)
+        (signature.json, version.json, sha256sums as for iris)
+
+The spam classifier learns from spam-corpus.tsv beside this script: short messages written
+for this repository (label, tab, text), so it is licence-clean.
 
 Needs scikit-learn, skl2onnx, onnx and onnxruntime (see models/README.md). Seeds are
 fixed, so retraining gives the same models (the creation time in version.json and
@@ -29,9 +40,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from skl2onnx import to_onnx
-from skl2onnx.common.data_types import FloatTensorType
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.pipeline import Pipeline
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -123,6 +137,103 @@ def write_version(out: Path, version: str, model, description: str, params: dict
     print(f"wrote {d}: test accuracy {meta['metrics']['test_accuracy']}")
 
 
+SPAM_MODEL = "spam-classifier"
+SPAM_LABELS = ["ham", "spam"]
+# Lower-case words of two or more letters/digits: what the ONNX tokenizer reproduces exactly.
+TOKEN_PATTERN = r"\b\w\w+\b"
+
+
+def spam_signature() -> dict:
+    return {
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1, 1]}],
+        "outputs": [
+            {"name": "label", "datatype": "INT64", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
+        ],
+        "feature_names": ["text"],
+        "class_labels": SPAM_LABELS,
+        "probabilities_output": "probabilities",
+        "allow_nan": False,
+    }
+
+
+def read_corpus(path: Path) -> tuple[list[str], np.ndarray]:
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    texts = [r["text"] for r in rows]
+    y = np.array([SPAM_LABELS.index(r["label"]) for r in rows], dtype=np.int64)
+    return texts, y
+
+
+def write_spam_version(out: Path, version: str, ngrams: tuple[int, int], c: float, data) -> None:
+    x_train, x_test, y_train, y_test = data
+    d = out / SPAM_MODEL / version
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    params = {"algorithm": "TfidfVectorizer+LogisticRegression", "ngram_range": list(ngrams), "C": c,
+              "token_pattern": TOKEN_PATTERN, "random_state": SEED}
+    model = Pipeline([
+        ("tfidf", TfidfVectorizer(lowercase=True, ngram_range=ngrams, token_pattern=TOKEN_PATTERN)),
+        ("lr", LogisticRegression(C=c, max_iter=1000, random_state=SEED)),
+    ])
+    model.fit(x_train, y_train)
+    onx = to_onnx(
+        model,
+        initial_types=[("text", StringTensorType([None, 1]))],
+        options={id(model.steps[-1][1]): {"zipmap": False},
+                 id(model.steps[0][1]): {"tokenexp": TOKEN_PATTERN}},
+        target_opset=TARGET_OPSET,
+    )
+    names = [o.name for o in onx.graph.output]
+    if names != ["label", "probabilities"]:
+        raise SystemExit(f"unexpected ONNX outputs {names}")
+    # Lower-casing asks for the en_US.UTF-8 locale, which slim images lack (ONNX Runtime then
+    # refuses the graph): C.UTF-8 is built into glibc.
+    for node in onx.graph.node:
+        if node.op_type == "StringNormalizer":
+            for attr in node.attribute:
+                if attr.name == "locale":
+                    attr.s = b"C.UTF-8"
+            if not any(a.name == "locale" for a in node.attribute):
+                node.attribute.append(onnx.helper.make_attribute("locale", "C.UTF-8"))
+    (d / "model.onnx").write_bytes(onx.SerializeToString())
+    sess = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+    label, proba = sess.run(["label", "probabilities"], {"text": np.array(x_test, dtype=object).reshape(-1, 1)})
+    if not np.array_equal(label, model.predict(x_test)):
+        raise SystemExit(f"{d}: ONNX labels differ from scikit-learn")
+    if not np.allclose(proba, model.predict_proba(x_test), atol=1e-4):
+        raise SystemExit(f"{d}: ONNX probabilities differ from scikit-learn")
+    (d / "signature.json").write_text(json.dumps(spam_signature(), indent=2) + "\n")
+    with (d / "reference.csv").open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["text", "target"])
+        for text, target in zip(x_train, y_train):
+            w.writerow([text, int(target)])
+    meta = {
+        "description": f"TF-IDF ({ngrams[0]}-{ngrams[1]}-grams of words) and logistic regression on the bundled spam corpus",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "metrics": {
+            "train_accuracy": round(float(model.score(x_train, y_train)), 4),
+            "test_accuracy": round(float(model.score(x_test, y_test)), 4),
+        },
+        "params": params,
+    }
+    (d / "version.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_sha256sums(d)
+    print(f"wrote {d}: test accuracy {meta['metrics']['test_accuracy']}")
+
+
+def train_spam(out: Path) -> None:
+    texts, y = read_corpus(Path(__file__).resolve().parent / "spam-corpus.tsv")
+    data = train_test_split(texts, y, test_size=0.2, random_state=SEED, stratify=y)
+    write_spam_version(out, "1", (1, 1), 1.0, data)
+    write_spam_version(out, "2", (1, 2), 4.0, data)
+    aliases = out / SPAM_MODEL / "aliases.json"
+    aliases.write_text(json.dumps({"production": "1", "challenger": "2"}, indent=2) + "\n")
+    print(f"wrote {aliases}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="registry directory")
@@ -143,6 +254,8 @@ def main() -> None:
     aliases = args.out / MODEL_NAME / "aliases.json"
     aliases.write_text(json.dumps({"production": "1", "challenger": "2"}, indent=2) + "\n")
     print(f"wrote {aliases}")
+
+    train_spam(args.out)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,11 @@ pub struct ChatArgs {
     #[arg(long, env = "MOORING_CHAT_RETRY_BASE_MS", default_value_t = 250)]
     pub chat_retry_base_ms: u64,
 
+    /// Generations running at once against a remote backend; one more gets 429 with
+    /// Retry-After (gRPC RESOURCE_EXHAUSTED) instead of queueing on a saturated upstream.
+    #[arg(long, env = "MOORING_CHAT_BACKEND_CONCURRENCY", default_value_t = 16)]
+    pub chat_backend_concurrency: usize,
+
     /// Where session memory is kept.
     #[arg(
         long,

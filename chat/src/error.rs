@@ -112,13 +112,36 @@ impl ChatError {
     }
 }
 
+/// `Retry-After` of a 429 for a busy backend, in seconds.
+const BUSY_RETRY_AFTER_SECS: &str = "1";
+
 impl IntoResponse for ChatError {
     fn into_response(self) -> Response {
         if self.status().is_server_error() {
             tracing::warn!(error = %self, "chat request failed");
         }
-        (self.status(), Json(self.body())).into_response()
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if self.status() == StatusCode::TOO_MANY_REQUESTS {
+            // A busy backend frees up within the time of a generation: try again soon.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(BUSY_RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 
 pub type Result<T, E = ChatError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_backend_answers_429_with_retry_after() {
+        let response = ChatError::Backend(BackendError::Busy("full".into())).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], "1");
+    }
+}

@@ -12,6 +12,7 @@ use axum::http::request::Parts;
 use serde::Serialize;
 
 use crate::auth::{Auth, KeyId};
+use crate::backend::limit::Limited;
 use crate::backend::local::{LocalBackend, LocalOptions};
 use crate::backend::ollama::OllamaBackend;
 use crate::backend::openai::{OpenAiBackend, RemoteOptions};
@@ -323,6 +324,16 @@ impl ChatService {
     }
 }
 
+fn remote_concurrency(args: &ChatArgs) -> Result<usize, BuildError> {
+    match args.chat_backend_concurrency {
+        0 => Err(BuildError::Config {
+            flag: "--chat-backend-concurrency",
+            message: "must be at least 1".into(),
+        }),
+        n => Ok(n),
+    }
+}
+
 async fn build_backend(args: &ChatArgs) -> Result<Arc<dyn Backend>, BuildError> {
     let remote = |kind: &str| -> Result<RemoteOptions, BuildError> {
         let url = args.chat_url.clone().ok_or_else(|| BuildError::Config {
@@ -366,8 +377,14 @@ async fn build_backend(args: &ChatArgs) -> Result<Arc<dyn Backend>, BuildError> 
                 .map_err(|e| BackendError::Load(format!("the loading thread failed: {e}")))??;
             Arc::new(backend)
         }
-        BackendKind::Openai => Arc::new(OpenAiBackend::new(remote("openai")?)?),
-        BackendKind::Ollama => Arc::new(OllamaBackend::new(remote("ollama")?)?),
+        BackendKind::Openai => Arc::new(Limited::new(
+            OpenAiBackend::new(remote("openai")?)?,
+            remote_concurrency(args)?,
+        )),
+        BackendKind::Ollama => Arc::new(Limited::new(
+            OllamaBackend::new(remote("ollama")?)?,
+            remote_concurrency(args)?,
+        )),
     })
 }
 

@@ -12,7 +12,10 @@
 pub mod chat_service;
 pub mod common;
 pub mod drift_monitor;
-pub mod drift_report;
+/// The compact drift report, from its own crate (the drift Job needs no Kubernetes types).
+pub mod drift_report {
+    pub use mooring_drift_report::*;
+}
 pub mod model_deployment;
 
 pub use chat_service::{ChatService, ChatServiceSpec, ChatServiceStatus};

@@ -253,6 +253,22 @@ pub fn run_check(
             });
             continue;
         }
+        // Free text is compared through its descriptors (see `text`), not as categories.
+        if let (Column::Categorical(r), Column::Categorical(c)) = (refcol, cur)
+            && crate::text::is_text(r)
+        {
+            let vocabulary = crate::text::vocabulary(r);
+            let reference = crate::text::descriptor_columns(r, &vocabulary);
+            let current = crate::text::descriptor_columns(c, &vocabulary);
+            for ((suffix, r), c) in crate::text::DESCRIPTORS.iter().zip(reference).zip(current) {
+                let feature = format!("{name}.{suffix}");
+                let (r, c) = (Column::numeric(r), Column::numeric(c));
+                report
+                    .features
+                    .push(test_feature(&feature, &r, &c, missing[name], config)?);
+            }
+            continue;
+        }
         report
             .features
             .push(test_feature(name, refcol, cur, missing[name], config)?);
@@ -556,5 +572,77 @@ mod tests {
         .unwrap();
         assert_eq!(r.verdict, Verdict::NoDrift);
         assert!(r.features[0].outcome.score().is_finite());
+    }
+
+    fn spam_reference() -> Dataset {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/spam-classifier/1/reference.csv"
+        );
+        Dataset::from_csv(&std::fs::read(path).unwrap(), "reference.csv").unwrap()
+    }
+
+    fn text_records(texts: &[String]) -> Vec<PredictionRecord> {
+        texts
+            .iter()
+            .map(|t| {
+                let mut r = PredictionRecord::now("spam-classifier", "1", "r", "api_v1");
+                r.features
+                    .insert("text".into(), FeatureValue::Text(t.clone()));
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_text_feature_is_checked_through_its_descriptors() {
+        let reference = spam_reference();
+        let Column::Categorical(texts) = &reference.columns["text"] else {
+            panic!("the text column is categorical")
+        };
+        let same: Vec<String> = texts.keys().cloned().collect();
+        let config = CheckConfig {
+            min_samples: 10,
+            ..CheckConfig::default()
+        };
+        let r = run_check(
+            "spam-classifier",
+            Some("1"),
+            &text_records(&same),
+            ReadStats::default(),
+            &reference,
+            &config,
+        )
+        .unwrap();
+        let names: Vec<&str> = r.features.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["text.length", "text.non_letter_share", "text.oov_share"]
+        );
+        assert_eq!(r.verdict, Verdict::NoDrift, "{:?}", r.features);
+
+        // Long messages in words the model never saw: every descriptor moves.
+        let other: Vec<String> = (0..200)
+            .map(|i| {
+                format!(
+                    "Zahlung {i} überfällig: Konto 4411-{i:04} sofort prüfen, Frist 31.12.2026 #{i}"
+                )
+            })
+            .collect();
+        let r = run_check(
+            "spam-classifier",
+            Some("1"),
+            &text_records(&other),
+            ReadStats::default(),
+            &reference,
+            &config,
+        )
+        .unwrap();
+        assert_eq!(r.verdict, Verdict::Drift);
+        assert!(
+            r.features.iter().all(|f| f.outcome.drifted),
+            "{:?}",
+            r.features
+        );
     }
 }

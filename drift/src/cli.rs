@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
-use mooring_crds::drift_report::{ChallengerCheck, DriftReport, DriftVerdict};
+use mooring_drift_report::{ChallengerCheck, DriftReport, DriftVerdict};
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 

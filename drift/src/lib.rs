@@ -36,3 +36,4 @@ pub mod cli;
 pub mod log;
 pub mod report;
 pub mod stats;
+pub mod text;

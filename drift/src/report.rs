@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use mooring_crds::drift_report::ChallengerCheck;
-use mooring_crds::drift_report::{
+use mooring_drift_report::ChallengerCheck;
+use mooring_drift_report::{
     DriftReport, DriftTest, DriftVerdict, FeatureDrift, FeatureKind, TestResult,
 };
 use plotters::prelude::*;
@@ -74,7 +74,11 @@ pub fn compact(
             })
             .collect(),
         prediction: full.prediction.as_ref().map(test_result),
-        message: full.message.clone(),
+        // A message alone must not push the report past the kubelet's limit.
+        message: full
+            .message
+            .as_deref()
+            .map(|m| cut_message(m, FAILED_MESSAGE_LIMIT)),
         report_uri,
         challenger,
     };
@@ -86,7 +90,7 @@ pub fn compact(
             total - out.features.len()
         );
         out.message = Some(match &full.message {
-            Some(m) => format!("{m}; {note}"),
+            Some(m) => format!("{}; {note}", cut_message(m, FAILED_MESSAGE_LIMIT)),
             None => note,
         });
     }
@@ -97,10 +101,26 @@ pub fn compact_json(r: &DriftReport) -> String {
     serde_json::to_string(r).expect("the report serialises")
 }
 
+/// Bytes of a failed check's message kept in the termination message.
+const FAILED_MESSAGE_LIMIT: usize = 2000;
+
+/// The longest prefix of `text` of at most `max_bytes` bytes that ends on a character
+/// boundary, with `…` appended when something was cut. `String::truncate` at a fixed byte
+/// count panics inside a multibyte character (an error message quoting a user's text).
+pub fn cut_message(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_string();
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// The result of a check that could not run, for the termination message.
 pub fn failed(model: &str, version: Option<&str>, message: &str) -> DriftReport {
-    let mut msg = message.to_string();
-    msg.truncate(2000);
+    let msg = cut_message(message, FAILED_MESSAGE_LIMIT);
     DriftReport {
         verdict: DriftVerdict::Failed,
         model: model.to_string(),
@@ -348,4 +368,30 @@ body{{font-family:system-ui,sans-serif;margin:2em;color:#222;background:#f6f7f9}
     }
     out.push_str("</body></html>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_message_is_cut_on_a_character_boundary() {
+        // 2000 is not a multiple of 3: a byte cut lands inside a `€` (it used to panic).
+        let message = "€".repeat(1000);
+        let report = failed("m", Some("1"), &message);
+        let kept = report.message.unwrap();
+        assert!(kept.len() <= FAILED_MESSAGE_LIMIT + '…'.len_utf8());
+        assert!(kept.ends_with('…'));
+        assert_eq!(kept.trim_end_matches('…'), "€".repeat(666));
+        assert!(compact_json(&failed("m", None, &message)).len() < COMPACT_LIMIT);
+    }
+
+    #[test]
+    fn cut_message_keeps_short_text_and_never_splits_a_character() {
+        assert_eq!(cut_message("héllo", 100), "héllo");
+        for max in 0..8 {
+            let cut = cut_message("aé€😀b", max);
+            assert!(cut.trim_end_matches('…').len() <= max, "{max}: {cut}");
+        }
+    }
 }

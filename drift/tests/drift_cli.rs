@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use mooring_crds::drift_report::DriftVerdict;
 use mooring_drift::cli::{DriftArgs, run};
 use mooring_drift::log::{LoggerOptions, PredictionLogger, PredictionRecord};
+use mooring_drift_report::DriftVerdict;
 
 #[derive(Parser)]
 struct Cli {
@@ -141,7 +141,7 @@ async fn verdict_flips_from_no_drift_to_drift_with_reports() {
 
     let written = std::fs::read_to_string(&result).unwrap();
     assert!(written.len() < 4096);
-    let on_disk: mooring_crds::drift_report::DriftReport = serde_json::from_str(&written).unwrap();
+    let on_disk: mooring_drift_report::DriftReport = serde_json::from_str(&written).unwrap();
     assert_eq!(on_disk.verdict, r.verdict);
     assert_eq!(on_disk.features.len(), r.features.len());
     let html_uri = r.report_uri.expect("report written");
@@ -163,7 +163,7 @@ async fn a_missing_reference_fails_the_check_with_a_failed_result() {
     a.reference = Some(dir.path().join("nope.csv").display().to_string());
     let err = run(a).await.unwrap_err().to_string();
     assert!(err.contains("nope.csv"), "{err}");
-    let failed: mooring_crds::drift_report::DriftReport =
+    let failed: mooring_drift_report::DriftReport =
         serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
     assert_eq!(failed.verdict, DriftVerdict::Failed);
     assert!(failed.message.unwrap().contains("nope.csv"));
@@ -364,7 +364,7 @@ async fn challenger_gate_checks_the_window_against_the_challengers_reference() {
     assert_eq!(gate.verdict, DriftVerdict::NoDrift, "{gate:?}");
     assert!(gate.drift_share < 0.5);
     // Both results reach the termination message.
-    let written: mooring_crds::drift_report::DriftReport =
+    let written: mooring_drift_report::DriftReport =
         serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
     assert_eq!(written.challenger.as_ref(), Some(gate));
 

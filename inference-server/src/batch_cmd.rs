@@ -43,7 +43,9 @@ pub struct Summary {
 /// be read).
 type Row = (usize, Result<Map<String, Value>, String>);
 
-fn read_rows(path: &Path) -> Result<Vec<Row>, BatchError> {
+/// Reads the rows of `path`. CSV cells are numbers, or text when `text` is set (the model
+/// takes strings, e.g. a `text` column for the spam classifier).
+pub(crate) fn read_rows(path: &Path, text: bool) -> Result<Vec<Row>, BatchError> {
     let io = |source| BatchError::Io {
         path: path.to_path_buf(),
         source,
@@ -102,6 +104,9 @@ fn read_rows(path: &Path) -> Result<Vec<Row>, BatchError> {
                         .iter()
                         .zip(r.iter())
                         .map(|(h, v)| {
+                            if text {
+                                return Ok((h.to_string(), Value::from(v)));
+                            }
                             let number: f64 = v
                                 .trim()
                                 .parse()
@@ -150,7 +155,12 @@ pub async fn run(args: BatchArgs) -> Result<Summary, BatchError> {
         &metrics,
     )
     .await?;
-    let mut rows = read_rows(&args.input)?;
+    let text = model
+        .signature
+        .inputs
+        .first()
+        .is_some_and(|i| i.datatype == "BYTES");
+    let mut rows = read_rows(&args.input, text)?;
     keep_features(&mut rows, &model);
     let state = Arc::new(ServerState::new(vec![model], metrics, usize::MAX));
     let out_io = |source| BatchError::Io {

@@ -5,8 +5,11 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "chat")]
 use futures::FutureExt;
+#[cfg(feature = "chat")]
 use futures::future::BoxFuture;
+#[cfg(feature = "chat")]
 use mooring_chat::ChatService;
 use mooring_drift::log::{LoggerOptions, PredictionLogger};
 use tokio::task::JoinHandle;
@@ -14,24 +17,33 @@ use tokio::task::JoinHandle;
 use crate::config::ServeArgs;
 use crate::prediction_log::PredictionLogObserver;
 use crate::serve::Extras;
+#[cfg(feature = "chat")]
 use crate::state::ReadinessProbe;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComponentError {
     #[error("prediction log")]
     PredictionLog(#[from] mooring_drift::log::LogError),
+    #[cfg(feature = "chat")]
     #[error("chat")]
     Chat(#[from] mooring_chat::BuildError),
+    #[cfg(feature = "chat")]
     #[error("chat model {reference}")]
     ChatModel {
         reference: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[cfg(not(feature = "chat"))]
+    #[error(
+        "--chat: this inference-server was built without chat (cargo feature `chat`); use the chat image"
+    )]
+    ChatNotBuilt,
 }
 
 /// Resolve `reference` in the registry of `args`, fetch its GGUF version into the cache
 /// (every file digest-checked) and return the file to load.
+#[cfg(feature = "chat")]
 pub async fn fetch_chat_gguf(
     args: &ServeArgs,
     reference: &str,
@@ -62,12 +74,14 @@ const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// What must be stopped after the servers drained.
 pub struct Running {
     logger: Option<(PredictionLogger, JoinHandle<()>)>,
+    #[cfg(feature = "chat")]
     chat: Option<ChatService>,
 }
 
 impl Running {
     /// Flushes the prediction log (a clean stop loses no record) and stops chat.
     pub async fn stop(self) {
+        #[cfg(feature = "chat")]
         if let Some(chat) = self.chat {
             chat.shutdown();
         }
@@ -100,6 +114,7 @@ pub async fn build(args: &ServeArgs) -> Result<(Extras, Running), ComponentError
     };
     let mut running = Running {
         logger: None,
+        #[cfg(feature = "chat")]
         chat: None,
     };
     if let Some(sink) = &args.prediction_log.prediction_log {
@@ -110,9 +125,17 @@ pub async fn build(args: &ServeArgs) -> Result<(Extras, Running), ComponentError
         };
         let (logger, writer) = PredictionLogger::start(sink, opts).await?;
         logger.register(&registry)?;
-        extras.observer = Some(Arc::new(PredictionLogObserver::new(logger.clone())));
+        extras.observer = Some(Arc::new(
+            PredictionLogObserver::new(logger.clone())
+                .with_max_text_chars(args.prediction_log.prediction_log_max_text_chars),
+        ));
         running.logger = Some((logger, writer));
     }
+    #[cfg(not(feature = "chat"))]
+    if args.chat {
+        return Err(ComponentError::ChatNotBuilt);
+    }
+    #[cfg(feature = "chat")]
     if args.chat {
         let mut chat_args = args.chat_args.clone();
         if let Some(reference) = &args.chat_gguf_model {
@@ -129,8 +152,10 @@ pub async fn build(args: &ServeArgs) -> Result<(Extras, Running), ComponentError
 }
 
 /// `/readyz` reports chat's backend and session store (the `BackendReachable` condition).
+#[cfg(feature = "chat")]
 struct ChatProbe(ChatService);
 
+#[cfg(feature = "chat")]
 impl ReadinessProbe for ChatProbe {
     fn name(&self) -> &'static str {
         "chat"

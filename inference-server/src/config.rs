@@ -142,8 +142,10 @@ pub struct ServeArgs {
     /// The local chat backend's GGUF as a registry model version, `name@alias` or
     /// `name@version` (with `--registry`): resolved, fetched into `--cache-dir` and
     /// digest-checked at start, then served in place of `--chat-gguf`.
+    #[cfg(feature = "chat")]
     #[arg(long, env = "MOORING_CHAT_GGUF_MODEL", requires = "registry")]
     pub chat_gguf_model: Option<String>,
+    #[cfg(feature = "chat")]
     #[command(flatten, next_help_heading = "Chat (with --chat)")]
     pub chat_args: mooring_chat::ChatArgs,
 }
@@ -172,6 +174,14 @@ pub struct PredictionLogArgs {
         default_value_t = 10_000
     )]
     pub prediction_log_queue: usize,
+    /// Characters of a text input kept in the log (text models); longer text is cut, on a
+    /// character boundary, so one huge message cannot bloat the log.
+    #[arg(
+        long = "prediction-log-max-text-chars",
+        env = "MOORING_PREDICTION_LOG_MAX_TEXT_CHARS",
+        default_value_t = 2000
+    )]
+    pub prediction_log_max_text_chars: usize,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::ServerError;
 use crate::state::{InferRequest, Protocol, ServerState};
-use crate::tensor::{DataType, Tensor, TensorData};
+use crate::tensor::{ByteString, DataType, Tensor, TensorData};
 
 pub struct InferenceService {
     state: Arc<ServerState>,
@@ -74,6 +74,9 @@ fn from_contents(
         DataType::I64 => TensorData::I64(c.int64_contents),
         DataType::F32 => TensorData::F32(c.fp32_contents),
         DataType::F64 => TensorData::F64(c.fp64_contents),
+        DataType::Bytes => {
+            TensorData::Bytes(c.bytes_contents.into_iter().map(ByteString).collect())
+        }
     })
 }
 
@@ -91,6 +94,7 @@ fn to_contents(data: &TensorData) -> InferTensorContents {
         TensorData::I64(v) => c.int64_contents = v.clone(),
         TensorData::F32(v) => c.fp32_contents = v.clone(),
         TensorData::F64(v) => c.fp64_contents = v.clone(),
+        TensorData::Bytes(v) => c.bytes_contents = v.iter().map(|b| b.0.clone()).collect(),
     }
     c
 }

@@ -23,6 +23,9 @@ pub mod state;
 pub mod tensor;
 pub mod validate;
 
+#[cfg(test)]
+mod prop_tests;
+
 pub use error::{Result, ServerError};
 pub use http::app;
 pub use state::{InferenceObserver, InferenceRecord, Protocol, ServerState};

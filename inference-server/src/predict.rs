@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Result, ServerError};
 use crate::state::LoadedModel;
-use crate::tensor::{DataType, Tensor, TensorData};
+use crate::tensor::{ByteString, DataType, Tensor, TensorData};
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Prediction {
@@ -39,6 +39,9 @@ pub fn rows_to_input(
     }
     let spec = &sig.inputs[0];
     let datatype = DataType::parse(&spec.datatype)?;
+    if datatype == DataType::Bytes {
+        return text_rows_to_input(model, rows, row_names);
+    }
     if !matches!(datatype, DataType::F32 | DataType::F64) {
         return invalid(format!(
             "named features need a floating-point input; model {:?} takes {}",
@@ -86,6 +89,53 @@ pub fn rows_to_input(
         name: spec.name.clone(),
         shape: vec![rows.len() as i64, sig.feature_names.len() as i64],
         data,
+    })
+}
+
+/// Rows of text features (`{"text": "…"}`) → the model's BYTES input, `[rows, features]`.
+fn text_rows_to_input(
+    model: &LoadedModel,
+    rows: &[&Map<String, Value>],
+    row_names: &dyn Fn(usize) -> String,
+) -> Result<Tensor> {
+    let sig = &model.signature;
+    if rows.is_empty() {
+        return Err(ServerError::InvalidInput(
+            "no rows to predict: send {\"text\": \"…\"} or a non-empty list of them".into(),
+        ));
+    }
+    let mut values = Vec::with_capacity(rows.len() * sig.feature_names.len());
+    for (i, row) in rows.iter().enumerate() {
+        if let Some(unknown) = row.keys().find(|k| !sig.feature_names.contains(k)) {
+            return Err(ServerError::InvalidInput(format!(
+                "{}: unknown feature {unknown:?}; the model's features are {}",
+                row_names(i),
+                sig.feature_names.join(", ")
+            )));
+        }
+        for feature in &sig.feature_names {
+            let text = match row.get(feature) {
+                Some(Value::String(s)) => s,
+                Some(other) => {
+                    return Err(ServerError::InvalidInput(format!(
+                        "{}: feature {feature:?} must be a string, got {other}",
+                        row_names(i)
+                    )));
+                }
+                None => {
+                    return Err(ServerError::InvalidInput(format!(
+                        "{}: missing feature {feature:?}",
+                        row_names(i)
+                    )));
+                }
+            };
+            values.push(ByteString::from(text.as_str()));
+        }
+    }
+    Ok(Tensor {
+        name: sig.inputs[0].name.clone(),
+        shape: vec![rows.len() as i64, sig.feature_names.len() as i64],
+        data: TensorData::Bytes(values),
     })
 }
 

@@ -1,27 +1,39 @@
 //! Prediction logging: turns each completed inference into one [`PredictionRecord`] per row
 //! and hands them to the non-blocking [`PredictionLogger`] of `mooring-drift`.
 
-use mooring_drift::log::{Prediction, PredictionLogger, PredictionRecord};
+use mooring_drift::log::{FeatureValue, Prediction, PredictionLogger, PredictionRecord};
 use mooring_registry::Signature;
 
 use crate::state::{InferenceObserver, InferenceRecord, Protocol};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorData};
+
+/// Characters of a text feature kept by default (`--prediction-log-max-text-chars`).
+pub const DEFAULT_MAX_TEXT_CHARS: usize = 2000;
 
 /// The [`InferenceObserver`] that writes the prediction log.
 pub struct PredictionLogObserver {
     logger: PredictionLogger,
+    max_text_chars: usize,
 }
 
 impl PredictionLogObserver {
     pub fn new(logger: PredictionLogger) -> Self {
-        Self { logger }
+        Self {
+            logger,
+            max_text_chars: DEFAULT_MAX_TEXT_CHARS,
+        }
+    }
+
+    pub fn with_max_text_chars(mut self, max: usize) -> Self {
+        self.max_text_chars = max;
+        self
     }
 }
 
 impl InferenceObserver for PredictionLogObserver {
     fn observe(&self, record: InferenceRecord) {
         // `log` never waits: a full queue drops the record and counts it.
-        for row in records(&record) {
+        for row in records_with(&record, self.max_text_chars) {
             self.logger.log(row);
         }
     }
@@ -41,6 +53,11 @@ fn protocol_label(p: Protocol) -> &'static str {
 /// when it names none), and the prediction as class index, label and probabilities for
 /// classifiers, raw outputs otherwise.
 pub fn records(r: &InferenceRecord) -> Vec<PredictionRecord> {
+    records_with(r, DEFAULT_MAX_TEXT_CHARS)
+}
+
+/// [`records`], keeping at most `max_text_chars` characters of each text feature.
+pub fn records_with(r: &InferenceRecord, max_text_chars: usize) -> Vec<PredictionRecord> {
     let sig = &r.served.signature;
     let rows = if sig.has_batch_dim() {
         r.inputs.first().map_or(0, Tensor::rows)
@@ -59,6 +76,11 @@ pub fn records(r: &InferenceRecord) -> Vec<PredictionRecord> {
                 protocol_label(r.protocol),
             );
             match inputs.as_slice() {
+                [(t, _)]
+                    if !sig.feature_names.is_empty() && matches!(t.data, TensorData::Bytes(_)) =>
+                {
+                    rec.features = text_features(t, &sig.feature_names, i, rows, max_text_chars);
+                }
                 [(t, values)] if !sig.feature_names.is_empty() => {
                     rec = rec.with_features(&sig.feature_names, row_of(t, values, i, rows));
                 }
@@ -73,6 +95,36 @@ pub fn records(r: &InferenceRecord) -> Vec<PredictionRecord> {
             }
             rec.prediction = prediction(sig, &outputs, i, rows);
             rec
+        })
+        .collect()
+}
+
+/// The text features of row `i` of a BYTES tensor, each cut to `max_chars` characters.
+fn text_features(
+    t: &Tensor,
+    names: &[String],
+    i: usize,
+    rows: usize,
+    max_chars: usize,
+) -> std::collections::BTreeMap<String, FeatureValue> {
+    let TensorData::Bytes(elements) = &t.data else {
+        return Default::default();
+    };
+    let w = t.row_len().max(1);
+    let start = if rows <= 1 || t.rows() != rows {
+        0
+    } else {
+        i * w
+    };
+    names
+        .iter()
+        .zip(elements.iter().skip(start).take(w))
+        .map(|(name, b)| {
+            let text = String::from_utf8_lossy(&b.0);
+            (
+                name.clone(),
+                FeatureValue::Text(text.chars().take(max_chars).collect()),
+            )
         })
         .collect()
 }

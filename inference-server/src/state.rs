@@ -138,6 +138,23 @@ impl LoadedModel {
     }
 }
 
+/// One request counted in the in-flight gauge until it is dropped: a request cancelled
+/// mid-await (client disconnect, gRPC deadline) is dropped too, and must not leak its +1.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// A request after protocol decoding.
 pub struct InferRequest {
     pub model: String,
@@ -285,7 +302,7 @@ impl ServerState {
     /// The one inference path of every protocol.
     pub async fn infer(&self, request: InferRequest, protocol: Protocol) -> Result<InferResponse> {
         let started = Instant::now();
-        self.metrics.in_flight.inc();
+        let in_flight = InFlight::enter(&self.metrics.in_flight);
         // Unknown names and versions get fixed labels: a client cannot grow the series.
         let (label_model, label_version) =
             match self.model(&request.model, request.version.as_deref()) {
@@ -296,7 +313,7 @@ impl ServerState {
                 Err(_) => ("unknown".to_string(), String::new()),
             };
         let result = self.infer_inner(request, protocol).await;
-        self.metrics.in_flight.dec();
+        drop(in_flight);
         let outcome = result.as_ref().map_or_else(ServerError::reason, |_| "ok");
         self.metrics
             .requests

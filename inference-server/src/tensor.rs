@@ -16,6 +16,16 @@ pub enum TensorError {
         found: String,
         expected: &'static str,
     },
+    #[error(
+        "{field}: BYTES raw data must be elements of a 4-byte little-endian length and that many bytes; element {index} {problem}"
+    )]
+    RawBytes {
+        field: String,
+        index: usize,
+        problem: String,
+    },
+    #[error("{field}: element {index} is not valid UTF-8 text (the model takes strings)")]
+    NotText { field: String, index: usize },
     #[error("{field}: {len} raw bytes is not a whole number of {size}-byte {datatype} values")]
     RawLength {
         field: String,
@@ -26,7 +36,7 @@ pub enum TensorError {
 }
 
 const SUPPORTED: &str =
-    "BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP32, FP64";
+    "BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP32, FP64, BYTES";
 
 /// An element type of the Open Inference Protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,6 +52,8 @@ pub enum DataType {
     I64,
     F32,
     F64,
+    /// Byte strings (text for models that take strings).
+    Bytes,
 }
 
 impl DataType {
@@ -58,6 +70,7 @@ impl DataType {
             "INT64" => Self::I64,
             "FP32" => Self::F32,
             "FP64" => Self::F64,
+            "BYTES" => Self::Bytes,
             other => return Err(TensorError::UnsupportedDatatype(other.to_string())),
         })
     }
@@ -75,17 +88,44 @@ impl DataType {
             Self::I64 => "INT64",
             Self::F32 => "FP32",
             Self::F64 => "FP64",
+            Self::Bytes => "BYTES",
         }
     }
 
     /// Bytes per element in the raw (little-endian) encoding.
-    pub fn byte_size(self) -> usize {
+    /// Bytes per element in raw data; `None` for BYTES, whose elements are length-prefixed.
+    pub fn byte_size(self) -> Option<usize> {
         match self {
-            Self::Bool | Self::U8 | Self::I8 => 1,
-            Self::U16 | Self::I16 => 2,
-            Self::U32 | Self::I32 | Self::F32 => 4,
-            Self::U64 | Self::I64 | Self::F64 => 8,
+            Self::Bool | Self::U8 | Self::I8 => Some(1),
+            Self::U16 | Self::I16 => Some(2),
+            Self::U32 | Self::I32 | Self::F32 => Some(4),
+            Self::U64 | Self::I64 | Self::F64 => Some(8),
+            Self::Bytes => None,
         }
+    }
+}
+
+/// One element of a BYTES tensor. Serialised as a JSON string (V2 JSON carries BYTES as
+/// strings); bytes that are not UTF-8 are shown with replacement characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ByteString(pub Vec<u8>);
+
+impl ByteString {
+    /// The element as text, when it is UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+}
+
+impl From<&str> for ByteString {
+    fn from(s: &str) -> Self {
+        ByteString(s.as_bytes().to_vec())
+    }
+}
+
+impl Serialize for ByteString {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&String::from_utf8_lossy(&self.0))
     }
 }
 
@@ -104,6 +144,7 @@ pub enum TensorData {
     I64(Vec<i64>),
     F32(Vec<f32>),
     F64(Vec<f64>),
+    Bytes(Vec<ByteString>),
 }
 
 /// Applies `$body` to the vector inside any variant, binding it as `$v`.
@@ -121,6 +162,7 @@ macro_rules! each {
             TensorData::I64($v) => $body,
             TensorData::F32($v) => $body,
             TensorData::F64($v) => $body,
+            TensorData::Bytes($v) => $body,
         }
     };
 }
@@ -140,6 +182,7 @@ macro_rules! map_same {
             TensorData::I64($v) => TensorData::I64($body),
             TensorData::F32($v) => TensorData::F32($body),
             TensorData::F64($v) => TensorData::F64($body),
+            TensorData::Bytes($v) => TensorData::Bytes($body),
         }
     };
 }
@@ -166,6 +209,7 @@ impl TensorData {
             Self::I64(_) => DataType::I64,
             Self::F32(_) => DataType::F32,
             Self::F64(_) => DataType::F64,
+            Self::Bytes(_) => DataType::Bytes,
         }
     }
 
@@ -206,6 +250,16 @@ impl TensorData {
             // 64-bit integers beyond 2^53 lose precision: acceptable for drift statistics.
             Self::U64(v) => v.iter().map(|&x| x as f64).collect(),
             Self::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            // Text has no number: the prediction log records it as text (see `texts`).
+            Self::Bytes(v) => vec![f64::NAN; v.len()],
+        }
+    }
+
+    /// The index of the first element that is not UTF-8 text (BYTES only).
+    pub fn first_non_text(&self) -> Option<usize> {
+        match self {
+            Self::Bytes(v) => v.iter().position(|b| b.as_str().is_none()),
+            _ => None,
         }
     }
 
@@ -230,6 +284,7 @@ impl TensorData {
                 (TensorData::I64(a), TensorData::I64(b)) => a.extend_from_slice(b),
                 (TensorData::F32(a), TensorData::F32(b)) => a.extend_from_slice(b),
                 (TensorData::F64(a), TensorData::F64(b)) => a.extend_from_slice(b),
+                (TensorData::Bytes(a), TensorData::Bytes(b)) => a.extend_from_slice(b),
                 (a, b) => unreachable!("concat of {:?} and {:?}", a.datatype(), b.datatype()),
             }
         }
@@ -291,6 +346,16 @@ impl TensorData {
                     .map(|(i, x)| x.as_f64().ok_or_else(|| bad(i, x, "a number")))
                     .collect::<Result<_, _>>()?,
             ),
+            DataType::Bytes => TensorData::Bytes(
+                flat.iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        x.as_str()
+                            .map(ByteString::from)
+                            .ok_or_else(|| bad(i, x, "a string"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
         })
     }
 
@@ -300,7 +365,9 @@ impl TensorData {
         bytes: &[u8],
         field: &str,
     ) -> Result<Self, TensorError> {
-        let size = datatype.byte_size();
+        let Some(size) = datatype.byte_size() else {
+            return Self::bytes_from_raw(bytes, field);
+        };
         if !bytes.len().is_multiple_of(size) {
             return Err(TensorError::RawLength {
                 field: field.to_string(),
@@ -331,7 +398,37 @@ impl TensorData {
             DataType::I64 => le!(I64, i64),
             DataType::F32 => le!(F32, f32),
             DataType::F64 => le!(F64, f64),
+            DataType::Bytes => unreachable!("BYTES has no fixed size"),
         })
+    }
+
+    /// BYTES raw data: each element a 4-byte little-endian length, then that many bytes.
+    fn bytes_from_raw(mut bytes: &[u8], field: &str) -> Result<Self, TensorError> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let bad = |problem: String| TensorError::RawBytes {
+                field: field.to_string(),
+                index: out.len(),
+                problem,
+            };
+            let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
+                return Err(bad(format!(
+                    "has {} bytes left, too few for its length",
+                    bytes.len()
+                )));
+            };
+            let len = u32::from_le_bytes(*len) as usize;
+            if len > rest.len() {
+                return Err(bad(format!(
+                    "says {len} bytes but only {} remain",
+                    rest.len()
+                )));
+            }
+            let (element, rest) = rest.split_at(len);
+            out.push(ByteString(element.to_vec()));
+            bytes = rest;
+        }
+        Ok(TensorData::Bytes(out))
     }
 
     /// Little-endian raw bytes.
@@ -348,6 +445,15 @@ impl TensorData {
             TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::Bytes(v) => {
+                let mut out = Vec::with_capacity(v.iter().map(|b| b.0.len() + 4).sum());
+                for b in v {
+                    // An element cannot reach 4 GiB: bodies are limited far below.
+                    out.extend_from_slice(&(b.0.len() as u32).to_le_bytes());
+                    out.extend_from_slice(&b.0);
+                }
+                out
+            }
         }
     }
 }
@@ -460,10 +566,50 @@ mod tests {
 
     #[test]
     fn unsupported_datatypes_are_refused_by_name() {
-        let err = DataType::parse("BYTES").unwrap_err();
+        let err = DataType::parse("FP16").unwrap_err();
         assert!(
             err.to_string()
-                .starts_with("datatype \"BYTES\" is not supported"),
+                .starts_with("datatype \"FP16\" is not supported"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bytes_travel_as_strings_in_json_and_length_prefixed_in_raw_data() {
+        let data = TensorData::Bytes(vec!["héllo 😀".into(), "".into(), ByteString(vec![0xff])]);
+        assert_eq!(
+            serde_json::to_value(&data).unwrap(),
+            serde_json::json!(["héllo 😀", "", "\u{fffd}"])
+        );
+        let raw = data.to_le_bytes();
+        assert_eq!(&raw[..4], &11u32.to_le_bytes());
+        assert_eq!(&raw[15..19], &0u32.to_le_bytes());
+        assert_eq!(
+            TensorData::from_le_bytes(DataType::Bytes, &raw, "x").unwrap(),
+            data
+        );
+        let back =
+            TensorData::from_json(DataType::Bytes, &serde_json::json!([["a"], ["", "é"]]), "x");
+        assert_eq!(
+            back.unwrap(),
+            TensorData::Bytes(vec!["a".into(), "".into(), "é".into()])
+        );
+    }
+
+    #[test]
+    fn cut_bytes_raw_data_names_the_element() {
+        let mut raw = TensorData::Bytes(vec!["ab".into()]).to_le_bytes();
+        raw.extend_from_slice(&9u32.to_le_bytes());
+        raw.extend_from_slice(b"short");
+        let err = TensorData::from_le_bytes(DataType::Bytes, &raw, "input \"text\"").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("element 1 says 9 bytes but only 5 remain"),
+            "{err}"
+        );
+        let err = TensorData::from_le_bytes(DataType::Bytes, &[1, 0], "x").unwrap_err();
+        assert!(
+            err.to_string().contains("element 0 has 2 bytes left"),
             "{err}"
         );
     }

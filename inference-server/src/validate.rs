@@ -96,6 +96,19 @@ fn check_tensor(spec: &TensorSpec, t: &Tensor, allow_nan: bool) -> Result<()> {
     if t.data.is_empty() {
         return invalid(format!("shape {:?} holds no values", t.shape));
     }
+    // ONNX Runtime's string tensors hold UTF-8 text without NUL characters.
+    if let crate::tensor::TensorData::Bytes(elements) = &t.data
+        && let Some(i) = elements
+            .iter()
+            .position(|b| b.as_str().is_none() || b.0.contains(&0))
+    {
+        let what = if elements[i].as_str().is_none() {
+            "is not valid UTF-8"
+        } else {
+            "holds a NUL character"
+        };
+        return invalid(format!("element {i} {what}, and the model takes text"));
+    }
     if let Some(i) = t.data.first_non_finite().filter(|_| !allow_nan) {
         return invalid(format!(
             "element {i} is NaN or infinite, which this model does not accept"

@@ -112,6 +112,42 @@ async fn tritonclient_http_and_grpc_work_unchanged() {
     server.task.await.unwrap().unwrap();
 }
 
+/// BYTES tensors with the unmodified tritonclient: HTTP JSON and binary, gRPC, against the
+/// bundled spam classifier (non-ASCII and empty strings, invalid UTF-8 refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_sends_text_to_the_spam_classifier() {
+    let python = std::env::var("MOORING_TEST_PYTHON")
+        .expect("MOORING_TEST_PYTHON is not set: it must name a Python with tritonclient[http,grpc] and numpy; run `make test`");
+    let server = start(&["spam-classifier@production"]).await;
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tritonclient_text_check.py");
+    let reference = repo().join("models/spam-classifier/1/reference.csv");
+    let (http, grpc) = (server.http.clone(), server.grpc.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([&http, &grpc, "spam-classifier"])
+            .arg(reference)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "tritonclient text check failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains("tritonclient text conformance ok"),
+        "{stdout}"
+    );
+    server.stop.send(()).unwrap();
+    server.task.await.unwrap().unwrap();
+}
+
 fn iris_request(version: &str) -> ModelInferRequest {
     ModelInferRequest {
         model_name: "iris-classifier".into(),

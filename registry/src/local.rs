@@ -400,6 +400,8 @@ impl Registry for LocalRegistry {
                     versions,
                 });
             }
+            // The directory's order is the file system's: list by name, like MLflow does.
+            models.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(models)
         })
         .await

@@ -266,4 +266,43 @@ mod tests {
             );
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn key_line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                ".{0,80}",
+                "[0-9a-fA-F]{64}".prop_map(|h| format!("sha256:{h}")),
+                ("[0-9a-f]{64}", "[A-Za-z0-9._-]{1,12}")
+                    .prop_map(|(h, n)| format!("sha256:{h} {n}")),
+                ("[0-9a-f]{60,68}", "\\PC{0,12}").prop_map(|(h, n)| format!("  sha256:{h}\t{n} ")),
+                Just("# a comment".to_string()),
+                Just(String::new()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_keys_file_parses_or_names_its_line(lines in prop::collection::vec(key_line(), 0..8)) {
+                let text = lines.join("\n");
+                match KeySet::parse(&text, "keys.txt") {
+                    Ok(set) => prop_assert!(!set.is_empty()),
+                    Err(KeysFileError::Syntax { line, .. }) => prop_assert!(line >= 1 && line <= lines.len()),
+                    Err(KeysFileError::Empty { .. }) => {}
+                    Err(e) => prop_assert!(false, "{e}"),
+                }
+            }
+
+            #[test]
+            fn a_hashed_key_verifies(secret in "\\PC{1,40}", name in "[A-Za-z0-9._-]{1,12}") {
+                let digest = hex::encode(Sha256::digest(secret.as_bytes()));
+                let set = KeySet::parse(&format!("sha256:{digest} {name}\n"), "keys.txt").unwrap();
+                prop_assert_eq!(set.verify(&secret).map(|id| id.as_str().to_string()), Some(name));
+            }
+        }
+    }
 }

@@ -6,11 +6,15 @@
 //! stream cancels the generation (the local model stops at its next token, a remote
 //! request's connection is closed).
 
+pub mod limit;
 pub mod local;
 pub mod ollama;
 pub mod openai;
 pub mod retry;
 pub mod stop;
+
+#[cfg(test)]
+mod prop_tests;
 
 use std::pin::Pin;
 

@@ -64,13 +64,16 @@ impl OllamaBackend {
             .await
             .map_err(retry::from_reqwest)?;
         let response = retry::check_status(response).await?;
-        Ok(Box::pin(parse_ndjson(response)))
+        Ok(Box::pin(parse_ndjson(retry::lines(response))))
     }
 }
 
-fn parse_ndjson(response: reqwest::Response) -> impl futures::Stream<Item = Result<StreamEvent>> {
+/// Reads Ollama's NDJSON objects (the body's `lines`) into [`StreamEvent`]s.
+pub(super) fn parse_ndjson(
+    lines: impl futures::Stream<Item = Result<String>> + Send,
+) -> impl futures::Stream<Item = Result<StreamEvent>> + Send {
     async_stream::try_stream! {
-        let mut lines = Box::pin(retry::lines(response));
+        let mut lines = Box::pin(lines);
         let mut finished = false;
         while let Some(line) = lines.next().await {
             let line = line?;

@@ -97,14 +97,17 @@ impl OpenAiBackend {
             .await
             .map_err(retry::from_reqwest)?;
         let response = retry::check_status(response).await?;
-        Ok(Box::pin(parse_sse(response)))
+        Ok(Box::pin(parse_sse(retry::lines(response))))
     }
 }
 
-/// Reads OpenAI's `chat.completion.chunk` SSE events into [`StreamEvent`]s.
-fn parse_sse(response: reqwest::Response) -> impl futures::Stream<Item = Result<StreamEvent>> {
+/// Reads OpenAI's `chat.completion.chunk` SSE events (the body's `lines`) into
+/// [`StreamEvent`]s.
+pub(super) fn parse_sse(
+    lines: impl futures::Stream<Item = Result<String>> + Send,
+) -> impl futures::Stream<Item = Result<StreamEvent>> + Send {
     async_stream::try_stream! {
-        let mut lines = Box::pin(retry::lines(response));
+        let mut lines = Box::pin(lines);
         let mut finish: Option<FinishReason> = None;
         let mut usage: Option<Usage> = None;
         let mut deltas = 0u32;

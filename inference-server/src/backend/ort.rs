@@ -11,7 +11,7 @@ use ort::value::{DynValue, TensorElementType};
 
 use super::Backend;
 use crate::error::{Result, ServerError};
-use crate::tensor::{DataType, Tensor, TensorData};
+use crate::tensor::{ByteString, DataType, Tensor, TensorData};
 
 /// Where `scripts/setup.sh run` (which `make run` calls) puts the library, relative to the
 /// repository root.
@@ -112,6 +112,14 @@ fn to_value(t: Tensor) -> ort::Result<DynValue> {
         TensorData::I64(v) => T::from_array((shape, v))?.into_dyn(),
         TensorData::F32(v) => T::from_array((shape, v))?.into_dyn(),
         TensorData::F64(v) => T::from_array((shape, v))?.into_dyn(),
+        // Checked to be UTF-8 without NUL by validation, so nothing is replaced here.
+        TensorData::Bytes(v) => {
+            let text: Vec<String> = v
+                .iter()
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                .collect();
+            T::<String>::from_string_array((shape, text.as_slice()))?.into_dyn()
+        }
     })
 }
 
@@ -142,6 +150,16 @@ fn from_value(name: &str, value: &DynValue) -> Result<Tensor> {
         TensorElementType::Int64 => extract!(i64, I64),
         TensorElementType::Float32 => extract!(f32, F32),
         TensorElementType::Float64 => extract!(f64, F64),
+        TensorElementType::String => {
+            let (shape, data) = value
+                .try_extract_strings()
+                .map_err(|e| ServerError::Execution(e.to_string()))?;
+            let data = data
+                .into_iter()
+                .map(|s| ByteString(s.into_bytes()))
+                .collect();
+            (shape.to_vec(), TensorData::Bytes(data))
+        }
         _ => return Err(unsupported()),
     };
     debug_assert!(DataType::parse(data.datatype().as_str()).is_ok());

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::{AppState, body, parse_json};
 use crate::error::{Result, ServerError};
 use crate::predict::{predictions, rows_to_input};
-use crate::state::{InferRequest, Protocol};
+use crate::state::{InferRequest, LoadedModel, Protocol};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -48,6 +48,8 @@ async fn run(
     let bytes = body(&state, raw)?;
     let value: Value = parse_json(&bytes)?;
     let model = state.model(&model_name, None)?.clone();
+    // A text model with one feature also takes `{"text": ["…", "…"]}` or a bare list of strings.
+    let value = text_rows(&model, value);
     let (rows, single) = match &value {
         Value::Object(row) => (vec![features(row)], true),
         Value::Array(items) => {
@@ -92,6 +94,34 @@ async fn run(
     Ok(Json(
         json.map_err(|e| ServerError::Execution(e.to_string()))?,
     ))
+}
+
+/// Rewrites the shorthands of a one-feature text model into rows of features: a list of
+/// strings, or the feature holding a list of strings. Anything else is left as it is.
+fn text_rows(model: &LoadedModel, value: Value) -> Value {
+    let sig = &model.signature;
+    let [feature] = sig.feature_names.as_slice() else {
+        return value;
+    };
+    if sig.inputs.first().map(|i| i.datatype.as_str()) != Some("BYTES") {
+        return value;
+    }
+    let row = |text: Value| Value::Object(Map::from_iter([(feature.clone(), text)]));
+    match value {
+        Value::Array(items) if items.iter().all(Value::is_string) => {
+            Value::Array(items.into_iter().map(row).collect())
+        }
+        Value::Object(mut object)
+            if object.len() == 1 && object.get(feature).is_some_and(Value::is_array) =>
+        {
+            let items = match object.remove(feature) {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            };
+            Value::Array(items.into_iter().map(row).collect())
+        }
+        other => other,
+    }
 }
 
 /// The features of a row: the row itself, or the object under its only key `features` (a

@@ -191,7 +191,7 @@ fn app(keys: Option<&Path>) -> axum::Router {
         mooring_chat::auth::Auth::new(&args.auth).unwrap(),
         mooring_chat::cache::Caches::from_args(&args.cache).unwrap(),
     );
-    crate::app(super::tests::iris_state(1 << 20)).merge(chat.router())
+    crate::app(super::tests::iris_and_spam_state(1 << 20)).merge(chat.router())
 }
 
 async fn run(app: &axum::Router, curl: &Curl) -> (StatusCode, String) {

@@ -61,7 +61,7 @@ impl ServerError {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "chat"))]
 mod docs_tests;
 #[cfg(test)]
 pub(crate) mod tests;

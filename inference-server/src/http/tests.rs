@@ -259,7 +259,7 @@ fn bad_v2_requests() -> Vec<(Value, StatusCode, &'static str)> {
         (
             input(json!([1, 4]), "BYTES", json!(["a", "b", "c", "d"])),
             StatusCode::BAD_REQUEST,
-            "datatype \"BYTES\" is not supported",
+            "datatype BYTES does not match the model's FP32",
         ),
         (
             json!({"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32"}]}),
@@ -709,5 +709,184 @@ async fn the_observer_sees_each_completed_inference_once() {
         r.outputs.len(),
         2,
         "every output, whatever the client asked for"
+    );
+}
+
+/// Never answers until its gate opens (a model call still running when the client leaves).
+struct Stuck(std::sync::mpsc::Receiver<()>);
+
+impl Backend for Stuck {
+    fn run(
+        &mut self,
+        _inputs: Vec<crate::tensor::Tensor>,
+    ) -> crate::error::Result<Vec<crate::tensor::Tensor>> {
+        let _ = self.0.recv();
+        Err(crate::error::ServerError::Execution("released".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_request_leaves_the_in_flight_gauge() {
+    let signature =
+        Signature::from_json(&std::fs::read(iris_dir().join("signature.json")).unwrap()).unwrap();
+    let metrics = Metrics::new();
+    let (release, gate) = std::sync::mpsc::channel();
+    let gate = std::sync::Mutex::new(Some(gate));
+    let make = move || {
+        let gate = gate.lock().unwrap().take().expect("one worker");
+        Ok(Box::new(Stuck(gate)) as Box<dyn Backend>)
+    };
+    let model = LoadedModel::with_backend(
+        "iris-classifier",
+        "1",
+        "sha256:test",
+        signature,
+        make,
+        &BatchConfig::default(),
+        &metrics,
+    )
+    .unwrap();
+    let state = Arc::new(ServerState::new(vec![model], metrics.clone(), 1 << 20));
+    let request = crate::state::InferRequest {
+        model: "iris-classifier".into(),
+        version: None,
+        id: None,
+        inputs: vec![crate::tensor::Tensor {
+            name: "input".into(),
+            shape: vec![1, 4],
+            data: crate::tensor::TensorData::F32(vec![5.1, 3.5, 1.4, 0.2]),
+        }],
+        outputs: Vec::new(),
+    };
+    // The client goes away (or the gRPC deadline passes) while the model runs.
+    let infer = state.infer(request, crate::state::Protocol::Rest);
+    let outcome = tokio::time::timeout(std::time::Duration::from_millis(200), infer).await;
+    assert!(outcome.is_err(), "the stuck model answered");
+    assert_eq!(
+        metrics.in_flight.get(),
+        0,
+        "the cancelled request is still counted"
+    );
+    release.send(()).unwrap();
+}
+
+/// Version 1 of the bundled spam classifier (TF-IDF + logistic regression over a string
+/// tensor).
+fn spam_state() -> Arc<ServerState> {
+    let metrics = Metrics::new();
+    let model = spam_model(&metrics);
+    Arc::new(ServerState::new(vec![model], metrics, 1 << 20))
+}
+
+/// Version 1 of the bundled spam classifier, loaded from its directory.
+pub(crate) fn spam_model(metrics: &Metrics) -> LoadedModel {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/spam-classifier/1");
+    let signature =
+        Signature::from_json(&std::fs::read(dir.join("signature.json")).unwrap()).unwrap();
+    let sig = signature.clone();
+    let make = move || {
+        OrtBackend::load(&dir.join("model.onnx"), &sig).map(|b| Box::new(b) as Box<dyn Backend>)
+    };
+    LoadedModel::with_backend(
+        "spam-classifier",
+        "1",
+        "sha256:test",
+        signature,
+        make,
+        &BatchConfig::default(),
+        metrics,
+    )
+    .expect("the bundled spam model loads")
+}
+
+/// Iris (the default model) and the spam classifier, as the README serves them.
+#[cfg(feature = "chat")]
+pub(crate) fn iris_and_spam_state(max_body_bytes: usize) -> Arc<ServerState> {
+    let metrics = Metrics::new();
+    let models = vec![iris_model("1", &metrics), spam_model(&metrics)];
+    Arc::new(ServerState::new(models, metrics, max_body_bytes))
+}
+
+const SPAM: &str = "URGENT: you have won a £1000 gift card. Click http://bit.ly/claim-now";
+const HAM: &str = "Are you free for coffee tomorrow morning?";
+
+#[tokio::test]
+async fn text_goes_in_as_v2_bytes_and_a_class_comes_out() {
+    let state = spam_state();
+    let body = json!({"inputs":[{"name":"text","shape":[4,1],"datatype":"BYTES","data":[SPAM, HAM, "", "Très bien 😀"]}]});
+    let (status, body) = post(&state, "/v2/models/spam-classifier/infer", body).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let labels = &body["outputs"][0];
+    assert_eq!(labels["name"], "label");
+    assert_eq!(labels["data"][0], 1, "{body}");
+    assert_eq!(labels["data"][1], 0, "{body}");
+    assert_eq!(body["outputs"][1]["shape"], json!([4, 2]));
+}
+
+#[tokio::test]
+async fn text_in_the_binary_extension_is_length_prefixed_and_must_be_utf8() {
+    let state = spam_state();
+    let mut raw = Vec::new();
+    for text in [SPAM.as_bytes(), b"\xff\xfe"] {
+        raw.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        raw.extend_from_slice(text);
+    }
+    let head = json!({"inputs":[{"name":"text","shape":[2,1],"datatype":"BYTES","parameters":{"binary_data_size":raw.len()}}]}).to_string();
+    let mut body = head.clone().into_bytes();
+    body.extend_from_slice(&raw);
+    let request = Request::post("/v2/models/spam-classifier/infer")
+        .header("inference-header-content-length", head.len())
+        .body(Body::from(body))
+        .unwrap();
+    let response = crate::app(state).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        error["error"],
+        "input \"text\": element 1 is not valid UTF-8, and the model takes text"
+    );
+}
+
+#[tokio::test]
+async fn api_v1_predicts_text_from_an_object_or_a_list() {
+    let state = spam_state();
+    let (status, one) = post(
+        &state,
+        "/api/v1/models/spam-classifier/predict",
+        json!({"text": SPAM}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["predicted_class"], "spam");
+    assert_eq!(one["all_classes"], json!(["ham", "spam"]));
+    let (status, many) = post(
+        &state,
+        "/api/v1/models/spam-classifier/predict",
+        json!([SPAM, HAM]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{many}");
+    assert_eq!(many[1]["predicted_class"], "ham");
+    let (status, also) = post(
+        &state,
+        "/api/v1/models/spam-classifier/predict",
+        json!({"text": [HAM]}),
+    )
+    .await;
+    assert_eq!(
+        (status, also[0]["predicted_class"].clone()),
+        (StatusCode::OK, json!("ham"))
+    );
+    let (status, err) = post(
+        &state,
+        "/api/v1/models/spam-classifier/predict",
+        json!({"text": 3}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        err["error"].as_str().unwrap().contains("must be a string"),
+        "{err}"
     );
 }

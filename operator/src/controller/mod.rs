@@ -130,12 +130,20 @@ impl Context {
         }
     }
 
-    /// The next backoff delay for `key`, doubling per consecutive failure.
+    /// The next backoff delay for `key`, doubling per consecutive failure (the same
+    /// `backon` policy as the registry client and the chat backends).
     pub(crate) fn backoff(&self, key: &str) -> Duration {
+        use backon::BackoffBuilder;
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = (*n + 1).min(16);
-        BACKOFF_BASE.saturating_mul(1 << (*n - 1)).min(BACKOFF_MAX)
+        backon::ExponentialBuilder::default()
+            .with_min_delay(BACKOFF_BASE)
+            .with_max_delay(BACKOFF_MAX)
+            .without_max_times()
+            .build()
+            .nth(*n as usize - 1)
+            .unwrap_or(BACKOFF_MAX)
     }
 
     pub(crate) fn reset_backoff(&self, key: &str) {

@@ -297,6 +297,12 @@ async fn register_rejects_incomplete_or_tampered_directories() {
 async fn list_models_shows_versions_and_aliases() {
     let reg = LocalRegistry::open(BUNDLED).unwrap();
     let models = reg.list_models().await.unwrap();
+    let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["iris-classifier", "spam-classifier"],
+        "listed by name"
+    );
     let iris = models.iter().find(|m| m.name == "iris-classifier").unwrap();
     assert_eq!(
         iris.versions

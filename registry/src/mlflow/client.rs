@@ -1,8 +1,15 @@
 //! HTTP to MLflow: auth, timeouts, and retries with exponential backoff on connection
 //! errors, 429 and 5xx (never on other 4xx: those stay wrong however often they are sent).
+//!
+//! A call that creates something ([`Retry::Once`]) is retried only when it surely did not
+//! reach MLflow (no connection, 429): after a timeout or a 5xx it may have taken effect, and
+//! sending it again would create a second run or version. Its caller looks first (see
+//! `register::create_once`).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
@@ -18,6 +25,15 @@ enum Auth {
     Basic(String, String),
 }
 
+/// Whether a call may be sent again after a failure that may have taken effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Reads, and writes whose repetition changes nothing.
+    Idempotent,
+    /// Creations: retried only when the request surely did not take effect.
+    Once,
+}
+
 /// What MLflow answered to a failed call: HTTP status, its `error_code` and `message`.
 #[derive(Debug)]
 pub(crate) enum Failure {
@@ -26,21 +42,74 @@ pub(crate) enum Failure {
         code: String,
         message: String,
     },
-    Transport(String),
+    Transport {
+        message: String,
+        /// The request may have reached MLflow (a timeout, a connection lost mid-answer).
+        maybe_applied: bool,
+        /// Sending it again cannot help (an invalid request, a redirect loop).
+        fatal: bool,
+    },
 }
 
 impl Failure {
     pub(crate) fn status(&self) -> Option<u16> {
         match self {
             Failure::Http { status, .. } => Some(*status),
-            Failure::Transport(_) => None,
+            Failure::Transport { .. } => None,
+        }
+    }
+
+    fn transport(e: &reqwest::Error) -> Self {
+        Failure::Transport {
+            message: error_chain(e),
+            maybe_applied: !e.is_connect(),
+            fatal: e.is_builder() || e.is_redirect(),
+        }
+    }
+
+    /// True when the call failed but may have taken effect in MLflow.
+    pub(crate) fn maybe_applied(&self) -> bool {
+        match self {
+            Failure::Http { status, .. } => *status >= 500,
+            Failure::Transport { maybe_applied, .. } => *maybe_applied,
+        }
+    }
+
+    /// True when sending the same call again may succeed.
+    pub(crate) fn transient(&self) -> bool {
+        match self {
+            Failure::Http { status, .. } => {
+                *status == StatusCode::TOO_MANY_REQUESTS.as_u16() || *status >= 500
+            }
+            Failure::Transport { fatal, .. } => !fatal,
+        }
+    }
+
+    fn retryable(&self, retry: Retry) -> bool {
+        self.transient() && (retry == Retry::Idempotent || !self.maybe_applied())
+    }
+
+    fn with_attempts(self, attempts: u32) -> Self {
+        match self {
+            Failure::Transport {
+                message,
+                maybe_applied,
+                fatal,
+            } if attempts > 1 => Failure::Transport {
+                message: format!("{message} (gave up after {attempts} attempts)"),
+                maybe_applied,
+                fatal,
+            },
+            other => other,
         }
     }
 
     /// The crate error for this failure of `call` (e.g. `GET registered-models/alias`).
     pub(crate) fn into_error(self, call: &str, base: &Url) -> Error {
         match self {
-            Failure::Transport(msg) => Error::Unreachable(format!("{call} at {base}: {msg}")),
+            Failure::Transport { message, .. } => {
+                Error::Unreachable(format!("{call} at {base}: {message}"))
+            }
             Failure::Http {
                 status,
                 code,
@@ -126,51 +195,76 @@ impl Client {
         }
     }
 
-    /// Send the request `build` makes, retrying transient failures; returns the response of
-    /// the first success or non-retryable failure.
+    /// The backoff between attempts: exponential from the configured base delay, capped.
+    pub(crate) fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.retry_base_delay)
+            .with_max_delay(MAX_BACKOFF)
+            .with_max_times(self.max_retries as usize)
+    }
+
+    /// Send the request `build` makes, retrying the failures `retry` allows; returns the
+    /// response of the first success, or the last failure.
     async fn send(
         &self,
         call: &str,
+        retry: Retry,
         build: impl Fn() -> RequestBuilder,
     ) -> std::result::Result<reqwest::Response, Failure> {
-        let mut attempt = 0;
-        loop {
-            let outcome = self.authorize(build()).send().await;
-            let retryable = match &outcome {
-                Ok(resp) => {
-                    let s = resp.status();
-                    s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error()
-                }
-                Err(e) => !e.is_builder() && !e.is_redirect(),
-            };
-            if !retryable || attempt >= self.max_retries {
-                return match outcome {
-                    Ok(resp) if resp.status().is_success() => Ok(resp),
-                    Ok(resp) => Err(failure_from(resp).await),
-                    Err(e) => Err(Failure::Transport(if attempt > 0 {
-                        format!(
-                            "{} (gave up after {} attempts)",
-                            error_chain(&e),
-                            attempt + 1
-                        )
-                    } else {
-                        error_chain(&e)
-                    })),
-                };
+        let attempts = AtomicU32::new(0);
+        let attempt = || async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            match self.authorize(build()).send().await {
+                Ok(resp) if resp.status().is_success() => Ok(resp),
+                Ok(resp) => Err(failure_from(resp).await),
+                Err(e) => Err(Failure::transport(&e)),
             }
-            let delay = self
-                .retry_base_delay
-                .saturating_mul(1 << attempt.min(16))
-                .min(MAX_BACKOFF);
-            tracing::warn!(call, attempt = attempt + 1, ?delay, outcome = %describe(&outcome), "MLflow call failed, retrying");
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+        };
+        attempt
+            .retry(self.backoff())
+            .sleep(tokio::time::sleep)
+            .when(|f: &Failure| f.retryable(retry))
+            .notify(|f: &Failure, delay: Duration| {
+                let attempt = attempts.load(Ordering::Relaxed);
+                tracing::warn!(call, attempt, ?delay, outcome = %describe(f), "MLflow call failed, retrying");
+            })
+            .await
+            .map_err(|f| f.with_attempts(attempts.load(Ordering::Relaxed)))
     }
 
     /// A JSON call to the REST API (`/api/2.0/mlflow/<endpoint>`).
+    /// GET and DELETE are retried; a POST or PATCH only when [`Client::call_idempotent`]
+    /// says its repetition changes nothing.
     pub(crate) async fn call<T: DeserializeOwned>(
         &self,
+        method: Method,
+        endpoint: &str,
+        query: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> std::result::Result<T, Failure> {
+        let retry = if method == Method::GET || method == Method::DELETE {
+            Retry::Idempotent
+        } else {
+            Retry::Once
+        };
+        self.call_with(retry, method, endpoint, query, body).await
+    }
+
+    /// A write whose repetition changes nothing (an update to fixed values, a creation that
+    /// answers RESOURCE_ALREADY_EXISTS the second time): retried like a read.
+    pub(crate) async fn call_idempotent<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        endpoint: &str,
+        body: &serde_json::Value,
+    ) -> std::result::Result<T, Failure> {
+        self.call_with(Retry::Idempotent, method, endpoint, &[], Some(body))
+            .await
+    }
+
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        retry: Retry,
         method: Method,
         endpoint: &str,
         query: &[(&str, &str)],
@@ -179,7 +273,7 @@ impl Client {
         let url = self.url(&["api/2.0/mlflow", endpoint]);
         let call = format!("{method} {endpoint}");
         let resp = self
-            .send(&call, || {
+            .send(&call, retry, || {
                 let mut rb = self
                     .http
                     .request(method.clone(), url.clone())
@@ -200,13 +294,11 @@ impl Client {
     pub(crate) async fn download(&self, path: &str) -> std::result::Result<bytes::Bytes, Failure> {
         let url = self.url(&["api/2.0/mlflow-artifacts/artifacts", path]);
         let resp = self
-            .send("GET mlflow-artifacts/artifacts", || {
+            .send("GET mlflow-artifacts/artifacts", Retry::Idempotent, || {
                 self.http.get(url.clone()).timeout(self.download_timeout)
             })
             .await?;
-        resp.bytes()
-            .await
-            .map_err(|e| Failure::Transport(error_chain(&e)))
+        resp.bytes().await.map_err(|e| Failure::transport(&e))
     }
 
     /// PUT an artifact through the proxy.
@@ -216,7 +308,8 @@ impl Client {
         body: Vec<u8>,
     ) -> std::result::Result<(), Failure> {
         let url = self.url(&["api/2.0/mlflow-artifacts/artifacts", path]);
-        self.send("PUT mlflow-artifacts/artifacts", || {
+        // A PUT of the same bytes to the same path: repeating it changes nothing.
+        self.send("PUT mlflow-artifacts/artifacts", Retry::Idempotent, || {
             self.http
                 .put(url.clone())
                 .timeout(self.download_timeout)
@@ -233,12 +326,16 @@ impl Client {
     ) -> std::result::Result<serde_json::Value, Failure> {
         let url = self.url(&["api/2.0/mlflow-artifacts/artifacts"]);
         let resp = self
-            .send("GET mlflow-artifacts/artifacts (list)", || {
-                self.http
-                    .get(url.clone())
-                    .timeout(self.request_timeout)
-                    .query(&[("path", path)])
-            })
+            .send(
+                "GET mlflow-artifacts/artifacts (list)",
+                Retry::Idempotent,
+                || {
+                    self.http
+                        .get(url.clone())
+                        .timeout(self.request_timeout)
+                        .query(&[("path", path)])
+                },
+            )
             .await?;
         json_body(resp, "the artifact listing").await
     }
@@ -249,10 +346,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     resp: reqwest::Response,
     what: &str,
 ) -> std::result::Result<T, Failure> {
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| Failure::Transport(error_chain(&e)))?;
+    let bytes = resp.bytes().await.map_err(|e| Failure::transport(&e))?;
     serde_json::from_slice(&bytes).map_err(|e| Failure::Http {
         status: 200,
         code: "UNEXPECTED_RESPONSE".into(),
@@ -284,10 +378,10 @@ async fn failure_from(resp: reqwest::Response) -> Failure {
     }
 }
 
-fn describe(outcome: &reqwest::Result<reqwest::Response>) -> String {
-    match outcome {
-        Ok(r) => format!("HTTP {}", r.status()),
-        Err(e) => error_chain(e),
+fn describe(failure: &Failure) -> String {
+    match failure {
+        Failure::Http { status, .. } => format!("HTTP {status}"),
+        Failure::Transport { message, .. } => message.clone(),
     }
 }
 

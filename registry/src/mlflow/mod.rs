@@ -11,9 +11,11 @@ mod client;
 mod register;
 mod wire;
 
+use std::future::Future;
 use std::path::Path;
 
 use async_trait::async_trait;
+use backon::BackoffBuilder;
 use reqwest::Method;
 use serde_json::json;
 
@@ -55,15 +57,59 @@ impl MlflowRegistry {
             .map_err(|f| self.err(f, "GET", endpoint))
     }
 
-    async fn post<T: serde::de::DeserializeOwned>(
+    /// A POST whose repetition changes nothing (see [`Client::call_idempotent`]).
+    async fn post_idempotent<T: serde::de::DeserializeOwned>(
         &self,
         endpoint: &str,
         body: serde_json::Value,
     ) -> Result<T> {
         self.client
-            .call(Method::POST, endpoint, &[], Some(&body))
+            .call_idempotent(Method::POST, endpoint, &body)
             .await
             .map_err(|f| self.err(f, "POST", endpoint))
+    }
+
+    /// A creating POST that takes effect at most once: after a failure that may have
+    /// succeeded (a timeout, a 5xx) `find` looks for what it would have created, and only
+    /// when that is not there is the call sent again. Failures that surely did not reach
+    /// MLflow (no connection, 429) are retried by the client itself.
+    async fn create_once<T, F, Fut>(
+        &self,
+        endpoint: &str,
+        body: &serde_json::Value,
+        find: F,
+    ) -> std::result::Result<T, Failure>
+    where
+        T: serde::de::DeserializeOwned,
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::result::Result<Option<T>, Failure>>,
+    {
+        let mut delays = self.client.backoff().build();
+        loop {
+            let failure = match self
+                .client
+                .call::<T>(Method::POST, endpoint, &[], Some(body))
+                .await
+            {
+                Ok(created) => return Ok(created),
+                Err(f) => f,
+            };
+            if !(failure.transient() && failure.maybe_applied()) {
+                return Err(failure);
+            }
+            if let Some(found) = find().await? {
+                tracing::info!(
+                    endpoint,
+                    "an MLflow call that failed had taken effect; not repeating it"
+                );
+                return Ok(found);
+            }
+            let Some(delay) = delays.next() else {
+                return Err(failure);
+            };
+            tracing::warn!(endpoint, ?delay, error = ?failure, "MLflow call failed and took no effect; retrying");
+            tokio::time::sleep(delay).await;
+        }
     }
 
     fn err(&self, f: Failure, method: &str, endpoint: &str) -> Error {
@@ -235,9 +281,22 @@ impl Registry for MlflowRegistry {
     async fn set_alias(&self, name: &str, alias: &str, version: &str) -> Result<()> {
         validate_alias(alias)?;
         let body = json!({"name": name, "alias": alias, "version": version});
+        // Not repeated blindly: another writer may have moved the alias since.
+        let already_set = || async {
+            let q = [("name", name), ("alias", alias)];
+            let current = self
+                .client
+                .call::<ModelVersionResponse>(Method::GET, "registered-models/alias", &q, None)
+                .await;
+            match current {
+                Ok(r) if r.model_version.version == version => Ok(Some(serde_json::Value::Null)),
+                Ok(_) => Ok(None),
+                Err(f) if f.status() == Some(404) => Ok(None),
+                Err(f) => Err(f),
+            }
+        };
         match self
-            .client
-            .call::<serde_json::Value>(Method::POST, "registered-models/alias", &[], Some(&body))
+            .create_once::<serde_json::Value, _, _>("registered-models/alias", &body, already_set)
             .await
         {
             Ok(_) => {

@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::artifacts::{ArtifactLocation, parse_artifact_uri};
-use super::wire::{METRIC_TAG_PREFIX, ModelVersionResponse, PARAM_TAG_PREFIX};
+use super::wire::{
+    METRIC_TAG_PREFIX, ModelVersionResponse, PARAM_TAG_PREFIX, SearchVersionsResponse,
+};
 use super::{Failure, MlflowRegistry};
 use crate::digest::Sha256Sums;
 use crate::{Error, ModelVersion, Result, SHA256SUMS_FILE, VERSION_META_FILE};
@@ -55,6 +57,14 @@ struct RunResponse {
     run: Run,
 }
 #[derive(Deserialize)]
+struct SearchRunsResponse {
+    #[serde(default)]
+    runs: Vec<Run>,
+}
+/// Tag of a registration's run holding a token unique to that registration, so a retried
+/// `runs/create` can find the run an earlier attempt created.
+const REGISTRATION_TAG: &str = "mooring.registration";
+#[derive(Deserialize)]
 struct Run {
     info: RunInfo,
 }
@@ -62,6 +72,18 @@ struct Run {
 struct RunInfo {
     run_id: String,
     artifact_uri: String,
+}
+
+/// A token no other registration uses: the time, the process and a counter.
+fn registration_token(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let digest = Sha256::digest(format!("{name}/{nanos}/{}/{n}", std::process::id()));
+    hex::encode(&digest[..12])
 }
 
 fn now_ms() -> i64 {
@@ -93,13 +115,25 @@ pub(crate) async fn register(reg: &MlflowRegistry, name: &str, dir: &Path) -> Re
 
     ensure_registered_model(reg, name).await?;
     let experiment_id = ensure_experiment(reg).await?;
+    let token = registration_token(name);
+    let run_body = json!({"experiment_id": experiment_id, "run_name": format!("register-{name}"), "start_time": now_ms(),
+                   "tags": [{"key": "mooring.model", "value": name}, {"key": REGISTRATION_TAG, "value": token}]});
+    let find_run = || async {
+        let filter = format!("tags.`{REGISTRATION_TAG}` = '{token}'");
+        let found: SearchRunsResponse = reg
+            .client
+            .call_idempotent(
+                Method::POST,
+                "runs/search",
+                &json!({"experiment_ids": [experiment_id], "filter": filter, "max_results": 1}),
+            )
+            .await?;
+        Ok(found.runs.into_iter().next().map(|run| RunResponse { run }))
+    };
     let run: RunResponse = reg
-        .post(
-            "runs/create",
-            json!({"experiment_id": experiment_id, "run_name": format!("register-{name}"), "start_time": now_ms(),
-                   "tags": [{"key": "mooring.model", "value": name}]}),
-        )
-        .await?;
+        .create_once("runs/create", &run_body, find_run)
+        .await
+        .map_err(|f| reg.err(f, "POST", "runs/create"))?;
     let run = run.run.info;
     let ArtifactLocation::Proxy(run_path) = parse_artifact_uri(&run.artifact_uri)? else {
         return Err(Error::Api {
@@ -145,12 +179,14 @@ pub(crate) async fn register(reg: &MlflowRegistry, name: &str, dir: &Path) -> Re
         .iter()
         .map(|(k, v)| json!({"key": k, "value": param_value(v)}))
         .collect();
-    reg.post::<serde_json::Value>(
+    // Params are write-once with the same value and the metrics carry one timestamp: a
+    // repeated batch changes nothing. So does a repeated status update.
+    reg.post_idempotent::<serde_json::Value>(
         "runs/log-batch",
         json!({"run_id": run.run_id, "metrics": metrics, "params": params}),
     )
     .await?;
-    reg.post::<serde_json::Value>(
+    reg.post_idempotent::<serde_json::Value>(
         "runs/update",
         json!({"run_id": run.run_id, "status": "FINISHED", "end_time": now_ms()}),
     )
@@ -174,13 +210,30 @@ pub(crate) async fn register(reg: &MlflowRegistry, name: &str, dir: &Path) -> Re
         ),
     );
     let source = format!("{}/{MODEL_SUBDIR}", run.artifact_uri.trim_end_matches('/'));
+    let version_body = json!({"name": name, "source": source, "run_id": run.run_id,
+                   "description": meta.description.unwrap_or_default(), "tags": tags});
+    // Each registration has its own run: a version of that run is the one created.
+    let find_version = || async {
+        let filter = format!(
+            "name='{}' AND run_id='{}'",
+            name.replace('\'', "\\'"),
+            run.run_id
+        );
+        let q = [("filter", filter.as_str()), ("max_results", "1")];
+        let found: SearchVersionsResponse = reg
+            .client
+            .call(Method::GET, "model-versions/search", &q, None)
+            .await?;
+        Ok(found
+            .model_versions
+            .into_iter()
+            .next()
+            .map(|model_version| ModelVersionResponse { model_version }))
+    };
     let created: ModelVersionResponse = reg
-        .post(
-            "model-versions/create",
-            json!({"name": name, "source": source, "run_id": run.run_id,
-                   "description": meta.description.unwrap_or_default(), "tags": tags}),
-        )
-        .await?;
+        .create_once("model-versions/create", &version_body, find_version)
+        .await
+        .map_err(|f| reg.err(f, "POST", "model-versions/create"))?;
     let version = created.model_version.version;
     wait_until_ready(reg, name, &version).await
 }
@@ -205,7 +258,8 @@ async fn ensure_registered_model(reg: &MlflowRegistry, name: &str) -> Result<()>
     let body = json!({"name": name});
     match reg
         .client
-        .call::<serde_json::Value>(Method::POST, "registered-models/create", &[], Some(&body))
+        // A repeat answers RESOURCE_ALREADY_EXISTS, taken as success: safe to retry.
+        .call_idempotent::<serde_json::Value>(Method::POST, "registered-models/create", &body)
         .await
     {
         Ok(_) => {
@@ -233,7 +287,8 @@ async fn ensure_experiment(reg: &MlflowRegistry) -> Result<String> {
         let body = json!({"name": EXPERIMENT});
         match reg
             .client
-            .call::<CreateExperimentResponse>(Method::POST, "experiments/create", &[], Some(&body))
+            // A repeat answers RESOURCE_ALREADY_EXISTS and the loop reads the id.
+            .call_idempotent::<CreateExperimentResponse>(Method::POST, "experiments/create", &body)
             .await
         {
             Ok(r) => return Ok(r.experiment_id),

@@ -379,3 +379,67 @@ async fn fetches_from_a_shared_file_volume() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_alias_move_that_may_have_succeeded_is_looked_up_not_repeated() {
+    // The POST fails with a 5xx after MLflow applied it: the alias already points at 1.
+    let (url, count, heads) = recording_server(vec![(500, "{}"), (200, ALIAS_RESPONSE)]).await;
+    let reg = MlflowRegistry::new(&fast_config(&url, 3)).unwrap();
+    reg.set_alias("probe", "production", "1").await.unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    let heads = heads.lock().unwrap();
+    assert!(
+        heads[0].starts_with("POST /api/2.0/mlflow/registered-models/alias"),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[1].starts_with("GET /api/2.0/mlflow/registered-models/alias?"),
+        "{}",
+        heads[1]
+    );
+}
+
+#[tokio::test]
+async fn an_alias_move_that_did_not_happen_is_sent_again() {
+    // The look-up shows the alias elsewhere (version 2): the move is retried, once.
+    let elsewhere: &'static str = ALIAS_RESPONSE
+        .replace(r#""version": "1""#, r#""version": "2""#)
+        .leak();
+    let script = vec![(503, "{}"), (200, elsewhere), (200, "{}")];
+    let (url, count, heads) = recording_server(script).await;
+    let reg = MlflowRegistry::new(&fast_config(&url, 3)).unwrap();
+    reg.set_alias("probe", "production", "1").await.unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+    assert!(heads.lock().unwrap()[2].starts_with("POST "));
+}
+
+#[tokio::test]
+async fn a_creation_is_not_retried_blindly_after_a_server_error() {
+    // The POST may have applied and the look-up fails (403): the POST is not sent again.
+    let script = vec![
+        (500, "{}"),
+        (403, r#"{"error_code":"PERMISSION_DENIED","message":"no"}"#),
+    ];
+    let (url, count, heads) = recording_server(script).await;
+    let reg = MlflowRegistry::new(&fast_config(&url, 3)).unwrap();
+    let err = reg.set_alias("probe", "production", "1").await.unwrap_err();
+    assert_eq!(count.load(Ordering::SeqCst), 2, "{err}");
+    let posts = heads
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.starts_with("POST "))
+        .count();
+    assert_eq!(posts, 1);
+}
+
+#[tokio::test]
+async fn a_creation_refused_with_429_is_retried_at_once() {
+    // 429: MLflow did nothing, so the POST itself is sent again.
+    let (url, count, heads) = recording_server(vec![(429, "{}"), (200, "{}")]).await;
+    let reg = MlflowRegistry::new(&fast_config(&url, 3)).unwrap();
+    reg.set_alias("probe", "production", "1").await.unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    assert!(heads.lock().unwrap().iter().all(|h| h.starts_with("POST ")));
+}

@@ -7,6 +7,7 @@
 //! channel per request; when the caller drops its stream the next send fails and the
 //! thread moves on to the next request, so a disconnected client costs at most one token.
 
+mod detokenize;
 mod template;
 mod tokenizer;
 
@@ -27,6 +28,7 @@ use super::stop::{StopMatcher, StopOutcome};
 use super::{
     Backend, BackendError, EventStream, FinishReason, GenerationRequest, Result, StreamEvent, Usage,
 };
+use detokenize::IncrementalDecoder;
 use template::ChatTemplate;
 
 /// Tokens whose repetition is penalised (a 135M model loops easily under greedy decoding).
@@ -86,7 +88,7 @@ impl LocalBackend {
 
         let (jobs, queue) = std::sync::mpsc::sync_channel(options.queue);
         let alive = Arc::new(AtomicBool::new(true));
-        let worker = Worker {
+        let mut worker = Worker {
             model,
             tokenizer: tok.tokenizer.clone(),
             end_of_turn: tok.end_of_turn,
@@ -99,10 +101,7 @@ impl LocalBackend {
         // here, 2.8 tokens/s with 2 threads on 2 busy cores against 18 with 1.
         std::thread::Builder::new()
             .name("mooring-llm".into())
-            .spawn(move || {
-                worker.run(queue);
-                thread_alive.store(false, Ordering::SeqCst);
-            })
+            .spawn(move || serve_jobs(queue, &thread_alive, |job| worker.generate(job)))
             .map_err(|e| BackendError::Load(format!("cannot start the model thread: {e}")))?;
         tracing::info!(gguf = %path.display(), context_len, "local model loaded");
         Ok(LocalBackend {
@@ -200,20 +199,50 @@ struct Worker {
     repeat_penalty: f32,
 }
 
-impl Worker {
-    fn run(mut self, queue: Receiver<Job>) {
-        // Ends when every LocalBackend handle is dropped.
-        while let Ok(job) = queue.recv() {
-            if job.events.is_closed() {
-                continue; // the caller went away while queued
-            }
-            let events = job.events.clone();
-            if let Err(e) = self.generate(job) {
-                let _ = events.blocking_send(Err(BackendError::Model(e.to_string())));
-            }
-        }
-    }
+/// Clears the readiness flag when the model thread ends, however it ends: a thread that
+/// unwound must not leave the backend "ready" while every request fails.
+struct AliveWhileHeld<'a>(&'a AtomicBool);
 
+impl Drop for AliveWhileHeld<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The model thread's loop: runs each queued job with `generate` until every
+/// [`LocalBackend`] handle is dropped. A job whose generation panics gets an error and the
+/// loop goes on with the next: each generation starts a fresh KV cache (index 0), so
+/// nothing of the failed one is reused.
+fn serve_jobs(
+    queue: Receiver<Job>,
+    alive: &AtomicBool,
+    mut generate: impl FnMut(Job) -> candle_core::Result<()>,
+) {
+    let _alive = AliveWhileHeld(alive);
+    while let Ok(job) = queue.recv() {
+        if job.events.is_closed() {
+            continue; // the caller went away while queued
+        }
+        let events = job.events.clone();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| generate(job)));
+        let error = match outcome {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, "the local model panicked during a generation");
+                format!("the model failed during generation: {what}")
+            }
+        };
+        let _ = events.blocking_send(Err(BackendError::Model(error)));
+    }
+}
+
+impl Worker {
     /// Runs one generation; returns early (Ok) when the caller dropped its stream.
     fn generate(&mut self, job: Job) -> candle_core::Result<()> {
         let sampling = if job.temperature <= 0.0 {
@@ -226,7 +255,7 @@ impl Worker {
         let mut sampler = LogitsProcessor::from_sampling(job.seed, sampling);
         let mut stops = StopMatcher::new(&job.stop);
         let mut generated: Vec<u32> = Vec::new();
-        let mut sent_len = 0; // bytes of the decoded answer already handed to the stop matcher
+        let mut detokenizer = IncrementalDecoder::default();
         let input = Tensor::new(job.prompt.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
         // index_pos 0 starts a fresh KV cache.
         let mut logits = self.model.forward(&input, 0)?;
@@ -236,14 +265,11 @@ impl Worker {
                 break FinishReason::Stop;
             }
             generated.push(next);
-            let text = self
-                .tokenizer
-                .decode(&generated, true)
+            let fresh = detokenizer
+                .next(&generated, |ids| self.tokenizer.decode(ids, true))
                 .map_err(|e| candle_core::Error::Msg(format!("decode: {e}")))?;
-            // A token may end inside a UTF-8 character; wait for the rest.
-            if text.len() > sent_len && !text.ends_with('\u{FFFD}') {
-                let fresh = text[sent_len..].to_string();
-                sent_len = text.len();
+            // Empty while a token ends inside a UTF-8 character: the rest comes next.
+            if !fresh.is_empty() {
                 match stops.push(&fresh) {
                     StopOutcome::Continue(ready) => {
                         if !self.send(&job.events, ready) {
@@ -302,5 +328,65 @@ impl Worker {
     /// Sends a non-empty delta; false when the caller has gone.
     fn send(&self, events: &mpsc::Sender<Result<StreamEvent>>, text: String) -> bool {
         text.is_empty() || events.blocking_send(Ok(StreamEvent::Delta(text))).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> (Job, mpsc::Receiver<Result<StreamEvent>>) {
+        let (events, receiver) = mpsc::channel(4);
+        let job = Job {
+            prompt: vec![1],
+            max_tokens: 1,
+            temperature: 0.0,
+            seed: 0,
+            stop: Vec::new(),
+            events,
+        };
+        (job, receiver)
+    }
+
+    #[test]
+    fn a_panicking_generation_fails_its_request_and_the_model_thread_serves_the_next() {
+        let (jobs, queue) = std::sync::mpsc::sync_channel(2);
+        let alive = Arc::new(AtomicBool::new(true));
+        let thread_alive = alive.clone();
+        let mut calls = 0;
+        let thread = std::thread::spawn(move || {
+            serve_jobs(queue, &thread_alive, |job| {
+                calls += 1;
+                if calls == 1 {
+                    panic!("index out of bounds");
+                }
+                let _ = job
+                    .events
+                    .blocking_send(Ok(StreamEvent::Delta("hi".into())));
+                Ok(())
+            })
+        });
+        let (first, mut first_events) = job();
+        jobs.send(first).unwrap();
+        match first_events.blocking_recv() {
+            Some(Err(BackendError::Model(m))) => assert!(m.contains("index out of bounds"), "{m}"),
+            other => panic!("expected a model error, got {other:?}"),
+        }
+        let (second, mut second_events) = job();
+        jobs.send(second).unwrap();
+        assert!(matches!(
+            second_events.blocking_recv(),
+            Some(Ok(StreamEvent::Delta(t))) if t == "hi"
+        ));
+        assert!(
+            alive.load(Ordering::SeqCst),
+            "the model thread must still serve"
+        );
+        drop(jobs);
+        thread.join().unwrap();
+        assert!(
+            !alive.load(Ordering::SeqCst),
+            "a stopped model thread must not look ready"
+        );
     }
 }

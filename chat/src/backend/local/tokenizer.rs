@@ -111,7 +111,9 @@ pub fn from_gguf(content: &Content) -> Result<GgufTokenizer, TokenizerError> {
         .filter(|(_, t)| **t == TOKEN_TYPE_CONTROL)
         .map(|(id, _)| AddedToken::from(tokens[id].clone(), true))
         .collect();
-    tokenizer.add_special_tokens(&specials);
+    tokenizer
+        .add_special_tokens(specials)
+        .map_err(|e| TokenizerError::Build(e.to_string()))?;
 
     let mut end_of_turn = Vec::new();
     if let Some(eos) = content.metadata.get("tokenizer.ggml.eos_token_id") {

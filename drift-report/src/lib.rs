@@ -3,11 +3,17 @@
 //! copies into `DriftMonitor.status.lastReport`. The full report (with histograms) goes to the
 //! prediction-log sink instead.
 
-use schemars::JsonSchema;
+//!
+//! Its own crate so that the drift Job (`mooring-drift`) reads and writes the contract
+//! without Kubernetes types; `mooring-crds` re-exports it (with JSON schemas, feature
+//! `schema`) as `mooring_crds::drift_report`.
+#![forbid(unsafe_code)]
+
 use serde::{Deserialize, Serialize};
 
 /// The verdict of one drift check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum DriftVerdict {
     /// The share of drifted features is below `tests.driftShare`.
     NoDrift,
@@ -20,7 +26,8 @@ pub enum DriftVerdict {
 }
 
 /// Which statistical test produced a feature's result.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum DriftTest {
     /// Two-sample Kolmogorov-Smirnov; drift when p-value < threshold.
     KolmogorovSmirnov,
@@ -44,14 +51,16 @@ impl DriftTest {
 }
 
 /// The kind of a feature, which decides the tests applied to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum FeatureKind {
     Numeric,
     Categorical,
 }
 
 /// The compact result of one drift check.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DriftReport {
     /// The overall verdict.
@@ -88,7 +97,8 @@ pub struct DriftReport {
 }
 
 /// The result of the challenger gate, kept small (the termination message is capped at 4 KB).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ChallengerCheck {
     /// The alias naming the challenger, e.g. `challenger`.
@@ -110,7 +120,8 @@ pub struct ChallengerCheck {
 }
 
 /// The result of one statistical test.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TestResult {
     /// The test applied.
@@ -127,7 +138,8 @@ pub struct TestResult {
 }
 
 /// The result for one input feature.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FeatureDrift {
     /// Feature name, from the model's signature.
