@@ -23,6 +23,7 @@ use crate::engine::{CachedAnswer, ChatRequest, Engine};
 use crate::error::ChatError;
 use crate::guard::{Guard, GuardError};
 use crate::memory::in_process::InProcessStore;
+use crate::memory::postgres_store::PostgresStore;
 use crate::memory::redis_store::RedisStore;
 use crate::memory::{MemoryError, MemoryLimits, SessionStore};
 use crate::metrics::{ChatMetrics, MetricsError};
@@ -183,7 +184,7 @@ impl ChatService {
         let store = build_store(args).await?;
         let metrics = ChatMetrics::register(registry)?;
         let guard = Arc::new(Guard::from_args(&args.guard)?);
-        let auth = Auth::from_args(&args.auth)?;
+        let auth = Auth::start(&args.auth).await?;
         let cache_args = args.cache.clone();
         // Loading the embedding model reads ~90 MB: off the async workers.
         let caches = tokio::task::spawn_blocking(move || Caches::from_args(&cache_args))
@@ -355,6 +356,16 @@ async fn build_store(args: &ChatArgs) -> Result<Arc<dyn SessionStore>, BuildErro
                 message: "required with --chat-memory-store redis".into(),
             })?;
             Arc::new(RedisStore::connect(url, &args.chat_redis_prefix, limits).await?)
+        }
+        MemoryStoreKind::Postgres => {
+            let url = args
+                .chat_postgres_url
+                .as_deref()
+                .ok_or(BuildError::Config {
+                    flag: "--chat-postgres-url",
+                    message: "required with --chat-memory-store postgres".into(),
+                })?;
+            Arc::new(PostgresStore::connect(url, limits).await?)
         }
     })
 }
