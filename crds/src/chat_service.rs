@@ -154,19 +154,25 @@ pub enum MemoryStore {
     Memory,
     /// In Redis: shared by all replicas.
     Redis,
+    /// In PostgreSQL: a durable history (titles, timestamps), shared by all replicas.
+    Postgres,
 }
 
 /// Per-session conversation memory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.store != 'redis' || has(self.redis)").message("memory.redis is required when memory.store is redis"))]
+#[x_kube(validation = Rule::new("self.store != 'postgres' || has(self.postgres)").message("memory.postgres is required when memory.store is postgres"))]
 pub struct MemorySpec {
-    /// `memory` or `redis`.
+    /// `memory`, `redis` or `postgres`.
     #[serde(default)]
     pub store: MemoryStore,
     /// The Redis server, for `store: redis`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSpec>,
+    /// The PostgreSQL database, for `store: postgres` (its tables are created at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSpec>,
     /// Turns kept per session (older ones are dropped).
     #[serde(default = "default_max_turns")]
     #[schemars(range(min = 1))]
@@ -182,6 +188,7 @@ impl Default for MemorySpec {
         MemorySpec {
             store: MemoryStore::Memory,
             redis: None,
+            postgres: None,
             max_turns: default_max_turns(),
             ttl_seconds: default_ttl(),
         }
@@ -206,6 +213,14 @@ pub struct RedisSpec {
     /// Secret key holding the URL (when it carries a password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A PostgreSQL database.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSpec {
+    /// Secret key holding the URL, `postgres://user:password@host:5432/db`.
+    pub url_secret_ref: SecretKeyRef,
 }
 
 /// What to do with a prompt that looks like a prompt-injection attempt.
@@ -294,6 +309,22 @@ fn default_cache_entries() -> i32 {
 pub struct AuthSpec {
     /// A Secret whose values (one per key) are the accepted API keys.
     pub api_keys_secret_ref: SecretRef,
+    /// Also accept bearer JWTs from the organisation's identity provider (OIDC); the caller
+    /// is the token's subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+}
+
+/// Bearer JWTs signed (RS256/ES256) by a key of the provider's JWKS.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtSpec {
+    /// The `iss` tokens must carry, e.g. `https://login.example.com/realms/org`.
+    pub issuer: String,
+    /// The audience tokens must be issued for (one of their `aud` values).
+    pub audience: String,
+    /// The provider's JWKS (its `jwks_uri`).
+    pub jwks_url: String,
 }
 
 /// What the operator observed.
