@@ -269,3 +269,40 @@ async fn the_sessions_endpoint_pages_through_the_callers_sessions() {
     let (status, _) = call("/api/v1/sessions?limit=0".into(), None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn serve_chat_flags_build_a_service_on_postgres_with_jwt_sign_in() {
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys": []}"#).unwrap();
+    let mut flags = vec![
+        "--chat-backend",
+        "openai",
+        "--chat-url",
+        "http://127.0.0.1:9",
+        "--chat-memory-store",
+        "postgres",
+        "--auth-jwt-issuer",
+        "https://idp.example.test",
+        "--auth-jwt-audience",
+        "chat",
+        "--auth-jwt-jwks-file",
+        jwks.to_str().unwrap(),
+    ];
+    let registry = prometheus::Registry::new();
+    let missing_url = mooring_chat::ChatService::build(&common::args(&flags), &registry).await;
+    let error = missing_url.err().expect("no URL is an error").to_string();
+    assert!(error.contains("--chat-postgres-url"), "{error}");
+
+    flags.extend(["--chat-postgres-url", &url]);
+    let service =
+        mooring_chat::ChatService::build(&common::args(&flags), &prometheus::Registry::new())
+            .await
+            .unwrap();
+    assert!(service.readiness().await.memory_reachable);
+    let (status, body) = send(&service.router(), "GET", "/api/v1/sessions", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
