@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite: fetch what the tests need, start the real services they talk to on free
-# 127.0.0.1 ports (MLflow, Redis, llama.cpp's llama-server, an S3-compatible server), run
+# 127.0.0.1 ports (MLflow, Redis, PostgreSQL, llama.cpp's llama-server, an S3-compatible
+# server), run
 # every test of the workspace, stop the services. Extra arguments go to `cargo nextest run`.
 # Needs only the Rust toolchain beforehand: cargo-nextest is installed when missing.
 set -euo pipefail
@@ -27,7 +28,7 @@ cleanup() {
     if [ $status -ne 0 ]; then
         for f in "$RUN"/*.log; do [ -s "$f" ] && { echo "--- $f (last lines)"; tail -n 20 "$f"; }; done
     fi
-    rm -rf "$RUN"
+    rm -rf "$RUN" "${PG_DIR:-}"
     exit $status
 }
 trap cleanup EXIT INT TERM
@@ -57,6 +58,26 @@ setsid redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no >"
 PIDS+=($!)
 export MOORING_TEST_REDIS_URL="redis://127.0.0.1:$port"
 
+# PostgreSQL (Debian's `postgresql` package; its binaries are not on PATH): a throw-away
+# cluster, no fsync. Postgres refuses to run as root, so as root the cluster belongs to the
+# package's `postgres` user, in a directory of its own ($RUN is private to us).
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -x "$PG_BIN/initdb" ] || PG_BIN=$(dirname "$(command -v initdb || echo /missing/initdb)")
+[ -x "$PG_BIN/initdb" ] || { echo "test: PostgreSQL is missing: apt-get install postgresql (.ci/run does)" >&2; exit 1; }
+PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mooring-pg.XXXXXX")
+as_pg=()
+if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$PG_DIR"
+    as_pg=(runuser -u postgres --)
+fi
+"${as_pg[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U mooring --auth=trust -E UTF8 --no-sync \
+    >"$RUN/postgres-initdb.log" 2>&1 || { cat "$RUN/postgres-initdb.log" >&2; exit 1; }
+PG_PORT=$(free_port)
+setsid "${as_pg[@]}" "$PG_BIN/postgres" -D "$PG_DIR/data" -h 127.0.0.1 -p "$PG_PORT" -k "$PG_DIR" \
+    -c fsync=off -c synchronous_commit=off -c full_page_writes=off >"$RUN/postgres.log" 2>&1 &
+PIDS+=($!); PG_PID=$!
+export MOORING_TEST_POSTGRES_URL="postgres://mooring@127.0.0.1:$PG_PORT/postgres"
+
 export MOORING_TEST_GGUF="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 export MOORING_TEST_MINILM_DIR="$CACHE/models/all-MiniLM-L6-v2"
 port=$(free_port)
@@ -81,6 +102,12 @@ export CANDLE_NUM_THREADS=${CANDLE_NUM_THREADS:-1}
 wait_http mlflow "$MOORING_TEST_MLFLOW_URL/health" "$MLFLOW_PID"
 wait_http llama-server "$MOORING_TEST_LLAMA_URL/health" "$LLAMA_PID"
 wait_http s3 "$MOORING_TEST_S3_ENDPOINT/" "$S3_PID"
+for _ in $(seq 1 120); do
+    kill -0 "$PG_PID" 2>/dev/null || { echo "postgres exited during start-up" >&2; tail -n 30 "$RUN/postgres.log" >&2; exit 1; }
+    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" 2>/dev/null && break
+    sleep 0.5
+done
+"$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" || { echo "postgres did not start within 60 s" >&2; exit 1; }
 curl -fsS -X PUT "$MOORING_TEST_S3_ENDPOINT/$MOORING_TEST_S3_BUCKET" -o /dev/null
 
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -23,6 +23,8 @@ pub enum MemoryStoreKind {
     Memory,
     /// Redis: shared by replicas, survives restarts.
     Redis,
+    /// PostgreSQL: a durable history (titles, timestamps), shared by replicas.
+    Postgres,
 }
 
 /// Chat mode settings.
@@ -119,6 +121,11 @@ pub struct ChatArgs {
     /// Redis URL for `--chat-memory-store redis`, e.g. redis://127.0.0.1:6379.
     #[arg(long, env = "MOORING_CHAT_REDIS_URL", hide_env_values = true)]
     pub chat_redis_url: Option<String>,
+
+    /// PostgreSQL URL for `--chat-memory-store postgres`, e.g.
+    /// postgres://chat:secret@db:5432/chat. The tables are created (migrated) at start.
+    #[arg(long, env = "MOORING_CHAT_POSTGRES_URL", hide_env_values = true)]
+    pub chat_postgres_url: Option<String>,
 
     /// Prefix of the Redis keys (several chat services can share one Redis).
     #[arg(

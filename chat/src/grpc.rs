@@ -39,6 +39,7 @@ impl GrpcChat {
         };
         let chat = self
             .to_chat(request)
+            .await
             .map_err(|(label, s)| refused(label, s))?;
         self.shared
             .check_prompt(&chat)
@@ -51,16 +52,16 @@ impl GrpcChat {
         }
     }
 
-    /// Authenticates and converts a request; an error comes with its metric label.
-    fn to_chat(
+    /// Authenticates, converts and checks a request; an error comes with its metric label.
+    async fn to_chat(
         &self,
         request: Request<proto::ChatRequest>,
     ) -> Result<ChatRequest, (&'static str, Status)> {
         let invalid = |message: String| ("invalid_request", Status::invalid_argument(message));
         let headers = request.metadata().clone().into_headers();
-        let key = self.shared.auth.identify(&headers).map_err(|e| {
+        let key = self.shared.auth.identify(&headers).await.map_err(|e| {
             let status = Status::unauthenticated(
-                "authorization: a valid API key is required (`authorization: Bearer <key>`)",
+                "authorization: a valid API key or token is required (`authorization: Bearer <key>`)",
             );
             (e.label(), status)
         })?;

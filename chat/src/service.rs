@@ -24,6 +24,7 @@ use crate::engine::{CachedAnswer, ChatRequest, Engine};
 use crate::error::ChatError;
 use crate::guard::{Guard, GuardAnalysis, GuardError, Layer};
 use crate::memory::in_process::InProcessStore;
+use crate::memory::postgres_store::PostgresStore;
 use crate::memory::redis_store::RedisStore;
 use crate::memory::{MemoryError, MemoryLimits, SessionStore};
 use crate::metrics::{ChatMetrics, MetricsError};
@@ -208,7 +209,7 @@ impl ChatService {
         let backend = build_backend(args).await?;
         let store = build_store(args).await?;
         let metrics = ChatMetrics::register(registry)?;
-        let auth = Auth::from_args(&args.auth)?;
+        let auth = Auth::start(&args.auth).await?;
         let (cache_args, guard_args) = (args.cache.clone(), args.guard.clone());
         // Loading the embedding model reads ~90 MB and the guard embeds its exemplars: off the
         // async workers. One model serves both the semantic cache and the guard.
@@ -415,6 +416,16 @@ async fn build_store(args: &ChatArgs) -> Result<Arc<dyn SessionStore>, BuildErro
                 message: "required with --chat-memory-store redis".into(),
             })?;
             Arc::new(RedisStore::connect(url, &args.chat_redis_prefix, limits).await?)
+        }
+        MemoryStoreKind::Postgres => {
+            let url = args
+                .chat_postgres_url
+                .as_deref()
+                .ok_or(BuildError::Config {
+                    flag: "--chat-postgres-url",
+                    message: "required with --chat-memory-store postgres".into(),
+                })?;
+            Arc::new(PostgresStore::connect(url, limits).await?)
         }
     })
 }

@@ -208,19 +208,25 @@ pub enum MemoryStore {
     Memory,
     /// In Redis: shared by all replicas.
     Redis,
+    /// In PostgreSQL: a durable history (titles, timestamps), shared by all replicas.
+    Postgres,
 }
 
 /// Per-session conversation memory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.store != 'redis' || has(self.redis)").message("memory.redis is required when memory.store is redis"))]
+#[x_kube(validation = Rule::new("self.store != 'postgres' || has(self.postgres)").message("memory.postgres is required when memory.store is postgres"))]
 pub struct MemorySpec {
-    /// `memory` or `redis`.
+    /// `memory`, `redis` or `postgres`.
     #[serde(default)]
     pub store: MemoryStore,
     /// The Redis server, for `store: redis`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSpec>,
+    /// The PostgreSQL database, for `store: postgres` (its tables are created at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSpec>,
     /// Turns kept per session (older ones are dropped).
     #[serde(default = "default_max_turns")]
     #[schemars(range(min = 1))]
@@ -236,6 +242,7 @@ impl Default for MemorySpec {
         MemorySpec {
             store: MemoryStore::Memory,
             redis: None,
+            postgres: None,
             max_turns: default_max_turns(),
             ttl_seconds: default_ttl(),
         }
@@ -264,6 +271,14 @@ pub struct RedisSpec {
     /// server's default: `mooring:chat`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
+}
+
+/// A PostgreSQL database.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSpec {
+    /// Secret key holding the URL, `postgres://user:password@host:5432/db`.
+    pub url_secret_ref: SecretKeyRef,
 }
 
 /// What to do with a prompt that looks like a prompt-injection attempt.
@@ -368,6 +383,10 @@ pub struct AuthSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub rate_limit_burst: Option<i32>,
+    /// Also accept bearer JWTs from the organisation's identity provider (OIDC); the caller
+    /// is the token's subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
 }
 
 /// A key of a Secret holding a keys file.
@@ -384,6 +403,18 @@ pub struct ApiKeysSecretRef {
 
 fn default_keys_key() -> String {
     "keys".to_string()
+}
+
+/// Bearer JWTs signed (RS256/ES256) by a key of the provider's JWKS.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtSpec {
+    /// The `iss` tokens must carry, e.g. `https://login.example.com/realms/org`.
+    pub issuer: String,
+    /// The audience tokens must be issued for (one of their `aud` values).
+    pub audience: String,
+    /// The provider's JWKS (its `jwks_uri`).
+    pub jwks_url: String,
 }
 
 /// What the operator observed.

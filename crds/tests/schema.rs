@@ -136,3 +136,41 @@ spec:
     assert!(md.spec.rollout.auto_rollback);
     assert_eq!(md.spec.rollout.resolve_interval_seconds, 30);
 }
+
+#[test]
+fn chat_service_takes_jwt_auth_and_a_postgres_store() {
+    let chat = serde_json::to_value(ChatService::crd()).unwrap();
+    let spec = spec_schema(&chat);
+    let memory = &spec["properties"]["memory"];
+    assert!(
+        memory["properties"]["store"]["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("postgres"))
+    );
+    assert!(
+        memory["x-kubernetes-validations"]
+            .to_string()
+            .contains("has(self.postgres)")
+    );
+    let jwt = &spec["properties"]["auth"]["properties"]["jwt"];
+    assert_eq!(
+        jwt["required"],
+        serde_json::json!(["audience", "issuer", "jwksUrl"])
+    );
+
+    let parsed: mooring_crds::chat_service::ChatServiceSpec = serde_yaml::from_str(
+        "backend: {kind: local}\n\
+         memory: {store: postgres, postgres: {urlSecretRef: {name: chat-db, key: url}}}\n\
+         auth:\n  apiKeysSecretRef: {name: keys}\n  jwt: {issuer: https://idp, audience: chat, jwksUrl: https://idp/jwks}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        parsed.memory.store,
+        mooring_crds::chat_service::MemoryStore::Postgres
+    );
+    assert_eq!(
+        parsed.auth.unwrap().jwt.unwrap().jwks_url,
+        "https://idp/jwks"
+    );
+}

@@ -219,6 +219,8 @@ fn chat_service_pods_parse_with_the_servers_cli() {
         "spec: {backend: {kind: openai, url: 'http://vllm:8000/v1', model: qwen, apiKeySecretRef: {name: openai, key: key}}, memory: {store: redis, redis: {url: 'redis://redis:6379'}}, replicas: 3}",
         // Ollama
         "spec: {backend: {kind: ollama, url: 'http://ollama:11434', model: llama3.2}}",
+        // PostgreSQL sessions and JWT sign-in beside the keys
+        "spec: {backend: {kind: ollama, url: 'http://ollama:11434', model: llama3.2}, memory: {store: postgres, postgres: {urlSecretRef: {name: pg, key: url}}}, auth: {apiKeysSecretRef: {name: keys}, jwt: {issuer: 'https://login.example.com', audience: chat, jwksUrl: 'https://login.example.com/certs'}}, replicas: 2}",
     ];
     for spec in specs {
         let yaml = format!("{head}{spec}");

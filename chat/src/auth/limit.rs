@@ -1,14 +1,19 @@
 //! Per-key token buckets (GCRA via `governor`).
 //!
-//! The keyed state grows with the number of distinct keys, which is bounded by the keys file
-//! (plus `anonymous`): only authenticated ids ever reach the limiter, so a flood of bogus
-//! keys cannot grow it.
+//! The keyed state grows with the number of distinct callers: only authenticated ids ever
+//! reach the limiter (keys of the keys file, `anonymous`, subjects of validly signed JWTs),
+//! so a flood of bogus credentials cannot grow it. JWT subjects are many more than keys, so
+//! once the state holds [`PRUNE_ABOVE`] callers, those whose buckets are full again (idle
+//! long enough to have no history left) are forgotten.
 
 use super::KeyId;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::time::Duration;
+
+/// Callers held before idle ones are pruned.
+const PRUNE_ABOVE: usize = 10_000;
 
 pub(super) struct KeyedLimiter {
     limiter: DefaultKeyedRateLimiter<KeyId>,
@@ -41,6 +46,9 @@ impl KeyedLimiter {
 
     /// `Ok` when the key may send a request now, else how long until it may.
     pub(super) fn check(&self, key: &KeyId) -> Result<(), Duration> {
+        if self.limiter.len() > PRUNE_ABOVE {
+            self.limiter.retain_recent();
+        }
         self.limiter
             .check_key(key)
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))

@@ -105,10 +105,50 @@ pub async fn delete_session(
     }
 }
 
-/// The caller's own sessions only.
-pub async fn list_sessions(State(shared): State<Shared>, caller: Caller) -> Result<Json<Value>> {
-    let ids = shared.engine.store.list(&caller.owner).await?;
-    Ok(Json(json!({"sessions": ids, "count": ids.len()})))
+/// Sessions listed per page unless `?limit=` says otherwise, and the most allowed.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+/// `?limit=&after=` of `GET /api/v1/sessions`.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// The caller's own sessions only, in id order, a page at a time: `next_cursor` is the
+/// `after` of the next page (`null` on the last one).
+pub async fn list_sessions(
+    State(shared): State<Shared>,
+    caller: Caller,
+    query: std::result::Result<
+        axum::extract::Query<PageQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Json<Value>> {
+    let axum::extract::Query(query) = query.map_err(|_| {
+        ChatError::invalid(
+            "limit",
+            "limit must be a whole number and after a session id",
+        )
+    })?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ChatError::invalid(
+            "limit",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let page = shared
+        .engine
+        .store
+        .list_page(&caller.owner, query.after.as_deref(), limit)
+        .await?;
+    Ok(Json(json!({
+        "sessions": page.ids,
+        "count": page.ids.len(),
+        "next_cursor": page.next,
+    })))
 }
 
 /// Stateless generation: no session, no memory.

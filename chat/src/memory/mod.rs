@@ -1,12 +1,14 @@
 //! Session memory: the earlier turns of a conversation, keyed by a session id and owned by
 //! the API key that created the session.
 //!
-//! Two stores: in-process (a bounded LRU over sessions; the default) and Redis (one list
-//! per session, so several replicas share memory and it survives restarts). Both keep at
-//! most `max_turns` turns and `max_chars` characters per session, dropping the oldest
-//! turns first, and forget a session `ttl` after its last use.
+//! Three stores: in-process (a bounded LRU over sessions; the default), Redis (one list
+//! per session, so several replicas share memory and it survives restarts) and PostgreSQL
+//! (a durable history with titles and timestamps). All keep at most `max_turns` turns and
+//! `max_chars` characters per session, dropping the oldest turns first, and forget a
+//! session `ttl` after its last use.
 
 pub mod in_process;
+pub mod postgres_store;
 pub mod redis_store;
 
 use std::time::Duration;
@@ -65,6 +67,29 @@ impl Session {
     }
 }
 
+/// One page of an owner's session ids, in id order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SessionPage {
+    pub ids: Vec<String>,
+    /// The cursor of the next page (the last id of this one), `None` on the last page.
+    pub next: Option<String>,
+}
+
+impl SessionPage {
+    /// The page of `sorted` ids after `after`, at most `limit` long.
+    pub fn of_sorted(sorted: Vec<String>, after: Option<&str>, limit: usize) -> Self {
+        let mut rest: Vec<String> = sorted
+            .into_iter()
+            .filter(|id| after.is_none_or(|after| id.as_str() > after))
+            .take(limit.saturating_add(1))
+            .collect();
+        let more = rest.len() > limit;
+        rest.truncate(limit);
+        let next = if more { rest.last().cloned() } else { None };
+        SessionPage { ids: rest, next }
+    }
+}
+
 /// The stores' common interface. `owner` is the caller's API key id ("anonymous" without
 /// keys); a session owned by someone else behaves exactly like a missing one.
 #[async_trait::async_trait]
@@ -92,6 +117,21 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Ids of the owner's live sessions.
     async fn list(&self, owner: &str) -> Result<Vec<String>>;
+
+    /// At most `limit` ids of the owner's live sessions, in id order, after the cursor
+    /// `after` (an id from the previous page). Stores that can page natively override it.
+    async fn list_page(
+        &self,
+        owner: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionPage> {
+        Ok(SessionPage::of_sorted(
+            self.list(owner).await?,
+            after,
+            limit,
+        ))
+    }
 
     /// Whether the store answers (for readiness).
     async fn ping(&self) -> Result<()>;
@@ -138,6 +178,20 @@ mod tests {
             max_chars,
             ttl: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn pages_follow_the_cursor_and_end_without_one() {
+        let ids: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let first = SessionPage::of_sorted(ids.clone(), None, 2);
+        assert_eq!(
+            (first.ids.as_slice(), first.next.as_deref()),
+            (&["a".to_string(), "b".into()][..], Some("b"))
+        );
+        let last = SessionPage::of_sorted(ids.clone(), Some("c"), 2);
+        assert_eq!(last.ids, ["d", "e"]);
+        assert_eq!(last.next, None);
+        assert!(SessionPage::of_sorted(ids, Some("e"), 2).ids.is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fakes;
+pub mod store_contract;
 
 use std::path::PathBuf;
 

@@ -37,6 +37,8 @@ pub const CONTAINER_NAME: &str = "chat-server";
 pub const BACKEND_API_KEY_ENV: &str = "MOORING_CHAT_BACKEND_API_KEY";
 /// The Redis URL, inline or from its Secret (it may carry a password).
 pub const REDIS_URL_ENV: &str = "MOORING_CHAT_REDIS_URL";
+/// The PostgreSQL URL, from its Secret (it carries a password).
+pub const POSTGRES_URL_ENV: &str = "MOORING_CHAT_POSTGRES_URL";
 /// CPU threads of the local model (candle).
 pub const THREADS_ENV: &str = "CANDLE_NUM_THREADS";
 /// Where the keys file Secret is mounted: a directory mount (not `subPath`), so the kubelet
@@ -47,9 +49,10 @@ pub const API_KEYS_FILE: &str = "keys";
 pub const STARTUP_SECONDS: i32 = 600;
 
 /// Environment variables the operator sets itself: the spec must not set them too.
-pub const RESERVED_ENV: [&str; 7] = [
+pub const RESERVED_ENV: [&str; 8] = [
     BACKEND_API_KEY_ENV,
     REDIS_URL_ENV,
+    POSTGRES_URL_ENV,
     TOKEN_ENV,
     USERNAME_ENV,
     PASSWORD_ENV,
@@ -171,6 +174,7 @@ pub fn args(
         match m.store {
             MemoryStore::Memory => "memory",
             MemoryStore::Redis => "redis",
+            MemoryStore::Postgres => "postgres",
         }
         .into(),
     );
@@ -210,6 +214,12 @@ pub fn args(
         }
         if let Some(burst) = auth.rate_limit_burst {
             flag("rate-limit-burst", burst.to_string());
+        }
+        // Bearer JWTs of the organisation's identity provider, beside the keys.
+        if let Some(jwt) = &auth.jwt {
+            flag("auth-jwt-issuer", jwt.issuer.clone());
+            flag("auth-jwt-audience", jwt.audience.clone());
+            flag("auth-jwt-jwks-url", jwt.jwks_url.clone());
         }
     }
     a
@@ -264,6 +274,9 @@ pub fn env(spec: &ChatServiceSpec, valid: &ValidChat) -> Vec<EnvVar> {
         Some(RedisUrl::Inline(url)) => env.push(plain(REDIS_URL_ENV, url.clone())),
         Some(RedisUrl::Secret(s)) => env.push(secret(REDIS_URL_ENV, &s.name, &s.key)),
         None => {}
+    }
+    if let Some(s) = &valid.postgres {
+        env.push(secret(POSTGRES_URL_ENV, &s.name, &s.key));
     }
     env
 }

@@ -308,3 +308,24 @@ fn template_hash_ignores_the_model_and_the_replicas() {
     more_memory.system_prompt = Some("Be brief.".into());
     assert_ne!(template_hash(&base), template_hash(&more_memory));
 }
+
+#[test]
+fn postgres_memory_and_jwt_sign_in_reach_the_server() {
+    let c = build_for(&format!(
+        "{LOCAL}\nmemory: {{store: postgres, postgres: {{urlSecretRef: {{name: pg, key: url}}}}}}\nauth: {{apiKeysSecretRef: {{name: keys}}, jwt: {{issuer: 'https://login.example.com/realms/org', audience: chat, jwksUrl: 'https://login.example.com/realms/org/certs'}}}}"
+    ));
+    assert_eq!(flag(&c, "chat-memory-store").as_deref(), Some("postgres"));
+    let url = env(&c, children::POSTGRES_URL_ENV).expect("the URL from its Secret");
+    assert_eq!(url.value, None, "never copied into the Deployment");
+    let key = url.value_from.unwrap().secret_key_ref.unwrap();
+    assert_eq!((key.name.as_str(), key.key.as_str()), ("pg", "url"));
+    assert_eq!(
+        flag(&c, "auth-jwt-issuer").as_deref(),
+        Some("https://login.example.com/realms/org")
+    );
+    assert_eq!(flag(&c, "auth-jwt-audience").as_deref(), Some("chat"));
+    assert_eq!(
+        flag(&c, "auth-jwt-jwks-url").as_deref(),
+        Some("https://login.example.com/realms/org/certs")
+    );
+}

@@ -120,6 +120,9 @@ async fn check_secrets(
     if let Some(RedisUrl::Secret(r)) = &valid.redis {
         wanted.push(("spec.memory.redis.urlSecretRef", &r.name, &r.key));
     }
+    if let Some(r) = &valid.postgres {
+        wanted.push(("spec.memory.postgres.urlSecretRef", &r.name, &r.key));
+    }
     if let Backend::Remote {
         api_key: Some(r), ..
     } = &valid.backend

@@ -45,6 +45,12 @@ pub enum Error {
     ApiKeyForLocal,
     #[error("spec.memory.redis: required when memory.store is redis")]
     MissingRedis,
+    #[error("spec.memory.postgres: required when memory.store is postgres (postgres.urlSecretRef)")]
+    MissingPostgres,
+    #[error("spec.auth.jwt.{0}: must not be empty")]
+    EmptyJwtField(&'static str),
+    #[error("spec.auth.jwt.jwksUrl {0:?}: must start with https:// or http://")]
+    InvalidJwksUrl(String),
     #[error("spec.memory.redis: set exactly one of url or urlSecretRef")]
     RedisUrlAndSecret,
     #[error("spec.memory.redis.url {0:?}: must start with redis:// or rediss://")]
@@ -88,9 +94,11 @@ impl Error {
             Error::MissingRegistry => "InvalidRegistry",
             Error::Registry(e) => e.reason(),
             Error::MissingUrl(_) | Error::InvalidUrl(_) | Error::ApiKeyForLocal => "InvalidBackend",
-            Error::MissingRedis | Error::RedisUrlAndSecret | Error::InvalidRedisUrl(_) => {
-                "InvalidMemory"
-            }
+            Error::MissingRedis
+            | Error::RedisUrlAndSecret
+            | Error::InvalidRedisUrl(_)
+            | Error::MissingPostgres => "InvalidMemory",
+            Error::EmptyJwtField(_) | Error::InvalidJwksUrl(_) => "InvalidAuth",
             Error::SessionsNotShared(_) => "SessionsNotShared",
             Error::NegativeReplicas(_)
             | Error::ProgressDeadlineTooShort(_)
@@ -133,6 +141,8 @@ pub struct ValidChat {
     pub backend: Backend,
     /// `Some` for `memory.store: redis`.
     pub redis: Option<RedisUrl>,
+    /// The Secret key holding the URL, for `memory.store: postgres`.
+    pub postgres: Option<SecretKeyRef>,
 }
 
 impl ValidChat {
@@ -212,8 +222,27 @@ pub fn validate(spec: &ChatServiceSpec) -> Result<ValidChat> {
             }
         }
     };
+    let postgres = match (spec.memory.store, &spec.memory.postgres) {
+        (MemoryStore::Postgres, None) => return Err(Error::MissingPostgres),
+        (MemoryStore::Postgres, Some(p)) => Some(p.url_secret_ref.clone()),
+        _ => None,
+    };
+    if let Some(jwt) = spec.auth.as_ref().and_then(|a| a.jwt.as_ref()) {
+        for (field, value) in [
+            ("issuer", &jwt.issuer),
+            ("audience", &jwt.audience),
+            ("jwksUrl", &jwt.jwks_url),
+        ] {
+            if value.trim().is_empty() {
+                return Err(Error::EmptyJwtField(field));
+            }
+        }
+        if !(jwt.jwks_url.starts_with("https://") || jwt.jwks_url.starts_with("http://")) {
+            return Err(Error::InvalidJwksUrl(jwt.jwks_url.clone()));
+        }
+    }
     let redis = match (spec.memory.store, &spec.memory.redis) {
-        (MemoryStore::Memory, _) => None,
+        (MemoryStore::Memory | MemoryStore::Postgres, _) => None,
         (MemoryStore::Redis, None) => return Err(Error::MissingRedis),
         (MemoryStore::Redis, Some(r)) => match (&r.url, &r.url_secret_ref) {
             (Some(url), None) => {
@@ -403,7 +432,11 @@ pub fn validate(spec: &ChatServiceSpec) -> Result<ValidChat> {
             });
         }
     }
-    Ok(ValidChat { backend, redis })
+    Ok(ValidChat {
+        backend,
+        redis,
+        postgres,
+    })
 }
 
 #[cfg(test)]
@@ -451,6 +484,21 @@ mod tests {
     #[test]
     fn invalid_spec_matrix_names_each_field() {
         let cases: &[(&str, &str, &str)] = &[
+            (
+                "backend: {kind: local, model: smollm2@production}\nregistry: {local: {path: /models}}\nmemory: {store: postgres}",
+                "InvalidMemory",
+                "spec.memory.postgres",
+            ),
+            (
+                "backend: {kind: local, model: smollm2@production}\nregistry: {local: {path: /models}}\nauth: {apiKeysSecretRef: {name: k}, jwt: {issuer: '', audience: a, jwksUrl: 'https://x/certs'}}",
+                "InvalidAuth",
+                "spec.auth.jwt.issuer",
+            ),
+            (
+                "backend: {kind: local, model: smollm2@production}\nregistry: {local: {path: /models}}\nauth: {apiKeysSecretRef: {name: k}, jwt: {issuer: i, audience: a, jwksUrl: 'ftp://x/certs'}}",
+                "InvalidAuth",
+                "spec.auth.jwt.jwksUrl",
+            ),
             (
                 "backend: {kind: local}\nregistry: {local: {path: /models}}",
                 "InvalidModel",
