@@ -6,7 +6,8 @@
 #   scripts/setup.sh chat   + the chat models: SmolLM2 GGUF, all-MiniLM-L6-v2 (enough for
 #                           `serve --chat` with the local model and the semantic cache)
 #   scripts/setup.sh test   + Python venv for third-party client checks, MLflow, SciPy;
-#                           llama.cpp's llama-server; redis-server (Debian) if missing
+#                           llama.cpp's llama-server; redis-server and postgresql (Debian)
+#                           if missing
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -101,6 +102,9 @@ system_packages() {
     local missing=()
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v unzip >/dev/null || missing+=(unzip)
+    # PostgreSQL's server binaries live under /usr/lib/postgresql/<version>/bin, off PATH.
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
+        || missing+=(postgresql)
     [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
