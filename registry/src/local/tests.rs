@@ -300,7 +300,7 @@ async fn list_models_shows_versions_and_aliases() {
     let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(
         names,
-        ["iris-classifier", "spam-classifier"],
+        ["iris-classifier", "smollm2", "spam-classifier"],
         "listed by name"
     );
     let iris = models.iter().find(|m| m.name == "iris-classifier").unwrap();
