@@ -12,8 +12,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -467,31 +467,7 @@ pub fn build(
         }),
         status: None,
     });
-    let service = Service {
-        metadata: meta,
-        spec: Some(ServiceSpec {
-            selector: Some(selector_labels(&name)),
-            ports: Some(vec![
-                ServicePort {
-                    name: Some("http".into()),
-                    port: REST_PORT,
-                    target_port: Some(IntOrString::String("http".into())),
-                    protocol: Some("TCP".into()),
-                    ..ServicePort::default()
-                },
-                ServicePort {
-                    name: Some("grpc".into()),
-                    port: GRPC_PORT,
-                    target_port: Some(IntOrString::String("grpc".into())),
-                    protocol: Some("TCP".into()),
-                    app_protocol: Some("grpc".into()),
-                    ..ServicePort::default()
-                },
-            ]),
-            ..ServiceSpec::default()
-        }),
-        status: None,
-    };
+    let service = crate::controller::children::service(meta, &name);
     DesiredChildren {
         deployment,
         service,

@@ -376,10 +376,22 @@ pub fn build(
         status: None,
     });
 
-    let service = Service {
+    let service = service(meta, &name);
+    DesiredChildren {
+        deployment,
+        service,
+        autoscaler,
+        disruption_budget,
+    }
+}
+
+/// The Service in front of an inference-server's pods (ModelDeployment or ChatService):
+/// REST on `http` (8080), gRPC on `grpc` (8081).
+pub fn service(meta: ObjectMeta, name: &str) -> Service {
+    Service {
         metadata: meta,
         spec: Some(ServiceSpec {
-            selector: Some(selector_labels(&name)),
+            selector: Some(selector_labels(name)),
             ports: Some(vec![
                 ServicePort {
                     name: Some("http".into()),
@@ -400,12 +412,6 @@ pub fn build(
             ..ServiceSpec::default()
         }),
         status: None,
-    };
-    DesiredChildren {
-        deployment,
-        service,
-        autoscaler,
-        disruption_budget,
     }
 }
 

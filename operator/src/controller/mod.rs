@@ -92,7 +92,7 @@ pub struct Context {
     /// The current time (fixed in tests).
     pub clock: Arc<dyn Fn() -> Time + Send + Sync>,
     /// Consecutive transient failures per object, for backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Backoff,
     /// One registry client per (registry, credentials), kept across reconciles: its HTTP
     /// connection pool with it.
     registries: Mutex<HashMap<RegistryKey, Arc<dyn mooring_registry::Registry>>>,
@@ -125,32 +125,18 @@ impl Context {
             metrics,
             default_image,
             clock: Arc::new(|| Time(jiff::Timestamp::now())),
-            failures: Mutex::new(HashMap::new()),
+            failures: Backoff::default(),
             registries: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The next backoff delay for `key`, doubling per consecutive failure (the same
-    /// `backon` policy as the registry client and the chat backends).
+    /// The next backoff delay for `key`.
     pub(crate) fn backoff(&self, key: &str) -> Duration {
-        use backon::BackoffBuilder;
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = failures.entry(key.to_string()).or_insert(0);
-        *n = (*n + 1).min(16);
-        backon::ExponentialBuilder::default()
-            .with_min_delay(BACKOFF_BASE)
-            .with_max_delay(BACKOFF_MAX)
-            .without_max_times()
-            .build()
-            .nth(*n as usize - 1)
-            .unwrap_or(BACKOFF_MAX)
+        self.failures.next(key)
     }
 
     pub(crate) fn reset_backoff(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.failures.reset(key)
     }
 
     /// The registry client for `config`, made once per (registry, credentials).
@@ -178,6 +164,39 @@ impl Context {
         }
         registries.insert(key, registry.clone());
         Ok(registry)
+    }
+}
+
+/// Consecutive transient failures per object, and the delay before the next try: doubling
+/// from 5 s to 5 min (the same `backon` policy as the registry client and the chat backends).
+/// One per controller context.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// Count a failure of `key` and return how long to wait before its next try.
+    pub fn next(&self, key: &str) -> Duration {
+        use backon::BackoffBuilder;
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = (*n + 1).min(16);
+        backon::ExponentialBuilder::default()
+            .with_min_delay(BACKOFF_BASE)
+            .with_max_delay(BACKOFF_MAX)
+            .without_max_times()
+            .build()
+            .nth(*n as usize - 1)
+            .unwrap_or(BACKOFF_MAX)
+    }
+
+    /// `key` succeeded: its next failure starts from the first delay again.
+    pub fn reset(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }
 

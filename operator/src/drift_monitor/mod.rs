@@ -21,8 +21,7 @@ pub(crate) mod fixtures;
 #[cfg(test)]
 mod mock_tests;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -49,8 +48,6 @@ pub const CONTROLLER: &str = "driftmonitor";
 /// While a Job runs, its pod is looked at this often (pods are not watched: a pod whose
 /// image cannot be pulled changes no Job field).
 const RUNNING_RECHECK: Duration = Duration::from_secs(30);
-const BACKOFF_BASE: Duration = Duration::from_secs(5);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// How often the drift series of deleted monitors are removed from `/metrics`.
 const METRICS_SWEEP: Duration = Duration::from_secs(30);
 
@@ -98,7 +95,7 @@ pub struct Context {
     pub clock: Arc<dyn Fn() -> Time + Send + Sync>,
     /// For webhooks.
     pub http: reqwest::Client,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: crate::controller::Backoff,
 }
 
 impl Context {
@@ -120,22 +117,16 @@ impl Context {
             default_image,
             clock: Arc::new(|| Time(jiff::Timestamp::now())),
             http: reqwest::Client::new(),
-            failures: Mutex::new(HashMap::new()),
+            failures: Default::default(),
         }
     }
 
     fn backoff(&self, key: &str) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = failures.entry(key.to_string()).or_insert(0);
-        *n = (*n + 1).min(16);
-        BACKOFF_BASE.saturating_mul(1 << (*n - 1)).min(BACKOFF_MAX)
+        self.failures.next(key)
     }
 
     fn reset_backoff(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.failures.reset(key)
     }
 }
 
