@@ -125,6 +125,11 @@ fn start_pod(
     // Paths inside the pod (`/var/cache/mooring`, `/etc/mooring/api-keys/keys`) become the
     // directories standing in for their volumes.
     let local_path = |arg: &str| -> String {
+        // A host path the test made (the registry in a temp dir, which may well lie under
+        // /tmp, a pod mount too) is already what the pod would see.
+        if arg.starts_with('/') && Path::new(arg).exists() {
+            return arg.to_string();
+        }
         for (pod_path, local) in &mounts {
             match arg.strip_prefix(pod_path.as_str()) {
                 Some(rest) if rest.is_empty() || rest.starts_with('/') => {
