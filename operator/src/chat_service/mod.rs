@@ -47,29 +47,8 @@ const ROLLOUT_RECHECK: Duration = Duration::from_secs(15);
 /// How often a remote backend's ChatService is looked at without a change.
 const REMOTE_RECHECK: Duration = Duration::from_secs(300);
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Why a reconcile failed (transient: retried with backoff).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Apply(#[from] apply::Error),
-    #[error(transparent)]
-    Fetch(#[from] fetch::Error),
-    #[error("ChatService {0} has no namespace")]
-    NotNamespaced(String),
-}
-
-impl Error {
-    /// Metric label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::Apply(e) => e.reason(),
-            Error::Fetch(e) => e.reason(),
-            Error::NotNamespaced(_) => "NotNamespaced",
-        }
-    }
-}
+/// Its errors are the ModelDeployment controller's: the same steps fail the same ways.
+pub use crate::controller::{Error, Result};
 
 fn object_key(chat: &ChatService) -> String {
     format!(
@@ -153,7 +132,7 @@ async fn reconcile_steps(chat: &ChatService, ctx: &Context) -> Result<Action> {
     let name = chat.name_any();
     let namespace = chat
         .namespace()
-        .ok_or_else(|| Error::NotNamespaced(name.clone()))?;
+        .ok_or_else(|| Error::NotNamespaced(format!("ChatService {name}")))?;
     if chat.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -303,7 +282,7 @@ async fn reconcile_steps(chat: &ChatService, ctx: &Context) -> Result<Action> {
     let observation = if applies {
         let owner = chat
             .controller_owner_ref(&())
-            .ok_or_else(|| Error::NotNamespaced(name.clone()))?;
+            .ok_or_else(|| Error::NotNamespaced(format!("ChatService {name}")))?;
         let apis = apply::ChildApis::namespaced(&client, &namespace);
         if old.observed_generation.is_none() || (!remote && old.version.is_none()) {
             let uid = chat.metadata.uid.clone().unwrap_or_default();

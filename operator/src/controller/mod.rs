@@ -66,7 +66,8 @@ pub enum Error {
     Apply(#[from] apply::Error),
     #[error(transparent)]
     Fetch(#[from] fetch::Error),
-    #[error("ModelDeployment {0} has no namespace")]
+    /// The resource, kind and name (`ModelDeployment iris`), came without a namespace.
+    #[error("{0} has no namespace")]
     NotNamespaced(String),
 }
 
@@ -264,7 +265,7 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
     let name = md.name_any();
     let namespace = md
         .namespace()
-        .ok_or_else(|| Error::NotNamespaced(name.clone()))?;
+        .ok_or_else(|| Error::NotNamespaced(format!("ModelDeployment {name}")))?;
     // Being deleted: the garbage collector removes the children through their owner
     // references; applying them again would only race it.
     if md.metadata.deletion_timestamp.is_some() {
@@ -361,7 +362,7 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
         Some(version) if !decision.registry_unreachable => {
             let owner = md
                 .controller_owner_ref(&())
-                .ok_or_else(|| Error::NotNamespaced(name.clone()))?;
+                .ok_or_else(|| Error::NotNamespaced(format!("ModelDeployment {name}")))?;
             let apis = apply::ChildApis::namespaced(&client, &namespace);
             // Never adopt what another controller (or a person) made under the same name.
             if old.version.is_none() {
