@@ -11,10 +11,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value, json};
 
 use crate::config::BatchArgs;
+use crate::infer::{InferRequest, LoadedModel, Protocol, ServerState};
 use crate::metrics::Metrics;
 use crate::predict::{predictions, rows_to_input};
 use crate::serve::{ServeError, load_model, open_registry};
-use crate::state::{InferRequest, LoadedModel, Protocol, ServerState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {

@@ -14,7 +14,7 @@ use mooring_proto::inference::*;
 use tonic::{Request, Response, Status};
 
 use crate::error::ServerError;
-use crate::state::{InferRequest, Protocol, ServerState};
+use crate::infer::{InferRequest, Protocol, ServerState};
 use crate::tensor::{ByteString, DataType, Tensor, TensorData};
 
 pub struct InferenceService {

@@ -2,7 +2,7 @@
 //! friendly `/api/v1` for tabular classifiers, and offline `batch` inference, on ONNX Runtime.
 //!
 //! Wiring other parts in:
-//! - [`state::InferenceObserver`] sees every completed inference (prediction logging):
+//! - [`infer::InferenceObserver`] sees every completed inference (prediction logging):
 //!   `ServerState::with_observer`.
 //! - [`serve::Extras`] merges an extra axum `Router` and extra tonic services into the two
 //!   servers, which share one shutdown signal.
@@ -10,16 +10,16 @@
 
 pub mod backend;
 pub mod batch_cmd;
-pub mod components;
 pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod infer;
 pub mod metrics;
 pub mod predict;
 pub mod prediction_log;
 pub mod serve;
-pub mod state;
+pub mod serve_extras;
 pub mod tensor;
 pub mod validate;
 
@@ -28,7 +28,7 @@ mod prop_tests;
 
 pub use error::{Result, ServerError};
 pub use http::app;
-pub use state::{InferenceObserver, InferenceRecord, Protocol, ServerState};
+pub use infer::{InferenceObserver, InferenceRecord, Protocol, ServerState};
 
 /// Sets up `tracing`: JSON lines in clusters, human-readable locally; `RUST_LOG` filters.
 pub fn init_logging(format: config::LogFormat) {

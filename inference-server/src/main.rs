@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use inference_server::config::{Cli, Command};
-use inference_server::{batch_cmd, components, init_logging, serve};
+use inference_server::{batch_cmd, init_logging, serve, serve_extras};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -47,7 +47,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run_serve(args: inference_server::config::ServeArgs) -> anyhow::Result<()> {
-    let (extras, running) = components::build(&args).await?;
+    let (extras, running) = serve_extras::build(&args).await?;
     let served = serve::serve(args, extras).await;
     // Flush the prediction log whether the servers stopped cleanly or not.
     running.stop().await;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Result, ServerError};
-use crate::state::LoadedModel;
+use crate::infer::LoadedModel;
 use crate::tensor::{ByteString, DataType, Tensor, TensorData};
 
 #[derive(Debug, Serialize, PartialEq)]

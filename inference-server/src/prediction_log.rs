@@ -4,7 +4,7 @@
 use mooring_drift::log::{FeatureValue, Prediction, PredictionLogger, PredictionRecord};
 use mooring_registry::Signature;
 
-use crate::state::{InferenceObserver, InferenceRecord, Protocol};
+use crate::infer::{InferenceObserver, InferenceRecord, Protocol};
 use crate::tensor::{Tensor, TensorData};
 
 /// Characters of a text feature kept by default (`--prediction-log-max-text-chars`).

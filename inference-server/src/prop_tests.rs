@@ -18,8 +18,8 @@ use tower::ServiceExt;
 
 use crate::backend::{Backend, BatchConfig};
 use crate::error::{Result, ServerError};
+use crate::infer::{LoadedModel, ServerState};
 use crate::metrics::Metrics;
-use crate::state::{LoadedModel, ServerState};
 use crate::tensor::{ByteString, DataType, Tensor, TensorData};
 use crate::validate::tests::iris_signature;
 

@@ -16,8 +16,8 @@ use tonic::service::RoutesBuilder;
 use crate::backend::BatchConfig;
 use crate::config::{ModelSource, ServeArgs};
 use crate::grpc::InferenceService;
+use crate::infer::{InferenceObserver, LoadedModel, ServerState};
 use crate::metrics::Metrics;
-use crate::state::{InferenceObserver, LoadedModel, ServerState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -55,7 +55,7 @@ pub struct Extras {
     /// and `/metrics` renders all of it.
     pub metrics_registry: Option<prometheus::Registry>,
     /// Asked by `/readyz` besides the models (chat's backend and session store).
-    pub probe: Option<Arc<dyn crate::state::ReadinessProbe>>,
+    pub probe: Option<Arc<dyn crate::infer::ReadinessProbe>>,
     /// What else is served, for the start-up line (e.g. `chat (local backend, model smollm2)`).
     pub served: Vec<String>,
 }

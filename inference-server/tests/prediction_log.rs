@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Parser;
-use inference_server::components;
 use inference_server::config::{Cli, Command as Sub, ServeArgs};
 use inference_server::metrics::Metrics;
 use inference_server::serve;
+use inference_server::serve_extras;
 use mooring_drift::log::{FeatureValue, ReadQuery, S3Options, read_records};
 use mooring_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use mooring_proto::inference::{
@@ -55,7 +55,7 @@ async fn every_front_door_is_logged_flushed_on_stop_and_checked_for_drift() {
     let args = serve_args(&dir.path().join("cache"), &sink);
 
     // What `serve` does, with ports we can learn.
-    let (mut extras, running) = components::build(&args).await.unwrap();
+    let (mut extras, running) = serve_extras::build(&args).await.unwrap();
     let metrics = Metrics::with_registry(extras.metrics_registry.take().unwrap());
     let state = serve::load_state_with(&args, metrics)
         .await

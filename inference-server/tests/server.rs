@@ -338,8 +338,8 @@ impl inference_server::backend::Backend for Gated {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_requests_in_flight() {
     use inference_server::backend::{Backend, BatchConfig};
+    use inference_server::infer::{LoadedModel, ServerState};
     use inference_server::metrics::Metrics;
-    use inference_server::state::{LoadedModel, ServerState};
 
     let signature = mooring_registry::Signature::from_json(
         &std::fs::read(repo().join("models/iris-classifier/1/signature.json")).unwrap(),

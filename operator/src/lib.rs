@@ -6,10 +6,10 @@ pub mod chat_service;
 pub mod config;
 pub mod controller;
 pub mod drift_monitor;
-pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod pod;
+pub mod probes;
 pub mod process;
 pub mod telemetry;
 

@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use super::{AppState, body, parse_json};
 use crate::error::{Result, ServerError};
+use crate::infer::{InferRequest, LoadedModel, Protocol};
 use crate::predict::{predictions, rows_to_input};
-use crate::state::{InferRequest, LoadedModel, Protocol};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()

@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 
 use crate::error::{Result, ServerError};
-use crate::state::ServerState;
+use crate::infer::ServerState;
 
 pub type AppState = Arc<ServerState>;
 

@@ -13,8 +13,8 @@ use tower::ServiceExt;
 
 use crate::backend::ort::OrtBackend;
 use crate::backend::{Backend, BatchConfig};
+use crate::infer::{LoadedModel, ServerState};
 use crate::metrics::Metrics;
-use crate::state::{LoadedModel, ServerState};
 
 pub(crate) fn iris_dir() -> PathBuf {
     iris_version_dir("1")
@@ -656,7 +656,7 @@ async fn concurrent_ort_requests_are_batched_with_correct_rows() {
 
 #[tokio::test]
 async fn the_observer_sees_each_completed_inference_once() {
-    use crate::state::{InferenceObserver, InferenceRecord, Protocol};
+    use crate::infer::{InferenceObserver, InferenceRecord, Protocol};
     use std::sync::Mutex;
 
     #[derive(Default)]
@@ -747,7 +747,7 @@ async fn a_cancelled_request_leaves_the_in_flight_gauge() {
     )
     .unwrap();
     let state = Arc::new(ServerState::new(vec![model], metrics.clone(), 1 << 20));
-    let request = crate::state::InferRequest {
+    let request = crate::infer::InferRequest {
         model: "iris-classifier".into(),
         version: None,
         id: None,
@@ -759,7 +759,7 @@ async fn a_cancelled_request_leaves_the_in_flight_gauge() {
         outputs: Vec::new(),
     };
     // The client goes away (or the gRPC deadline passes) while the model runs.
-    let infer = state.infer(request, crate::state::Protocol::Rest);
+    let infer = state.infer(request, crate::infer::Protocol::Rest);
     let outcome = tokio::time::timeout(std::time::Duration::from_millis(200), infer).await;
     assert!(outcome.is_err(), "the stuck model answered");
     assert_eq!(

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::{AppState, body, parse_json};
 use crate::error::{Result, ServerError};
-use crate::state::{InferRequest, LoadedModel, Protocol, ServerState};
+use crate::infer::{InferRequest, LoadedModel, Protocol, ServerState};
 use crate::tensor::{DataType, Tensor, TensorData};
 
 const HEADER_LENGTH: &str = "inference-header-content-length";

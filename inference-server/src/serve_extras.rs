@@ -1,5 +1,5 @@
 //! The optional parts of `serve`, built from its flags: the prediction logger (an
-//! [`InferenceObserver`](crate::state::InferenceObserver)) and chat mode (extra routes, a
+//! [`InferenceObserver`](crate::infer::InferenceObserver)) and chat mode (extra routes, a
 //! gRPC service and a readiness probe). All of them share one Prometheus registry, so
 //! `/metrics` shows everything.
 
@@ -15,10 +15,10 @@ use mooring_drift::log::{LoggerOptions, PredictionLogger};
 use tokio::task::JoinHandle;
 
 use crate::config::ServeArgs;
+#[cfg(feature = "chat")]
+use crate::infer::ReadinessProbe;
 use crate::prediction_log::PredictionLogObserver;
 use crate::serve::Extras;
-#[cfg(feature = "chat")]
-use crate::state::ReadinessProbe;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComponentError {
