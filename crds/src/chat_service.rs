@@ -83,7 +83,8 @@ pub struct ChatServiceSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0))]
     pub replicas: i32,
-    /// Inference-server image. Defaults to the operator's `--default-image`.
+    /// Inference-server image (a build with chat). Defaults to the operator's
+    /// `--default-chat-image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// CPU and memory of the container (a local model needs ~1 GiB).

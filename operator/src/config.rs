@@ -17,13 +17,23 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Parser)]
 #[command(name = "mooring-operator", version, about)]
 pub struct Cli {
-    /// Inference-server image for ModelDeployments that do not name one.
+    /// Inference-server image for ModelDeployments and drift Jobs that do not name one: the
+    /// build without chat (`inference-server/Dockerfile`, target `models`).
     #[arg(
         long,
         env = "MOORING_DEFAULT_IMAGE",
         default_value = "mooring/inference-server:0.1.0"
     )]
     pub default_image: String,
+
+    /// Inference-server image for ChatServices that do not name one: the build with chat
+    /// (`inference-server/Dockerfile`, target `chat`).
+    #[arg(
+        long,
+        env = "MOORING_DEFAULT_CHAT_IMAGE",
+        default_value = "mooring/inference-server-chat:0.1.0"
+    )]
+    pub default_chat_image: String,
 
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "MOORING_WATCH_NAMESPACE")]

@@ -15,7 +15,7 @@ use mooring_operator::controller::fetch::RegistryConnector;
 use mooring_operator::leader::LeaseLock;
 use mooring_operator::metrics::Metrics;
 use mooring_operator::probes::{AppState, app};
-use mooring_operator::process::{self, Controllers, Exit, Health};
+use mooring_operator::process::{self, Controllers, Exit, Health, Images};
 use mooring_operator::telemetry;
 use tokio::sync::watch;
 
@@ -69,7 +69,10 @@ async fn main() -> anyhow::Result<()> {
         client.clone(),
         Arc::new(RegistryConnector),
         metrics,
-        cli.default_image.clone(),
+        Images {
+            model: cli.default_image.clone(),
+            chat: cli.default_chat_image.clone(),
+        },
     );
     let election = cli.leader_election.then(|| {
         LeaseLock::new(

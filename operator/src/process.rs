@@ -85,25 +85,37 @@ pub struct Controllers {
     pub drift_monitors: Arc<drift_monitor::Context>,
 }
 
+/// The inference-server images for resources that name none.
+#[derive(Clone, Debug)]
+pub struct Images {
+    /// For ModelDeployments and drift Jobs: the build without chat.
+    pub model: String,
+    /// For ChatServices: the build with chat.
+    pub chat: String,
+}
+
 impl Controllers {
     pub fn new(
         client: kube::Client,
         connector: Arc<dyn Connector>,
         metrics: Metrics,
-        default_image: String,
+        images: Images,
     ) -> Self {
         Controllers {
-            model_deployments: Arc::new(controller::Context::new(
-                client.clone(),
-                connector.clone(),
-                metrics.clone(),
-                default_image.clone(),
-            )),
+            model_deployments: Arc::new(
+                controller::Context::new(
+                    client.clone(),
+                    connector.clone(),
+                    metrics.clone(),
+                    images.model.clone(),
+                )
+                .with_chat_image(images.chat),
+            ),
             drift_monitors: Arc::new(drift_monitor::Context::new(
                 client,
                 connector,
                 metrics,
-                default_image,
+                images.model,
             )),
         }
     }

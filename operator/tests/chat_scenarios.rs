@@ -148,7 +148,7 @@ async fn an_alias_move_of_the_gguf_rolls_the_chat_pods_out() {
         Some("http://assistant.default.svc:8080/v1")
     );
     assert!(world.sim.get::<Service>(NS, NAME).is_some());
-    let args = world
+    let container = world
         .sim
         .get::<Deployment>(NS, NAME)
         .unwrap()
@@ -157,10 +157,11 @@ async fn an_alias_move_of_the_gguf_rolls_the_chat_pods_out() {
         .template
         .spec
         .unwrap()
-        .containers[0]
-        .args
-        .clone()
-        .unwrap();
+        .containers
+        .remove(0);
+    // No spec.image: the operator's chat build, not the ModelDeployments' one without chat.
+    assert_eq!(container.image.as_deref(), Some(CHAT_IMAGE));
+    let args = container.args.unwrap();
     assert!(
         args.windows(2)
             .any(|w| w == ["--chat-gguf-model", "smollm2@1"]),

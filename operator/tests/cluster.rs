@@ -32,7 +32,7 @@ use mooring_crds::ModelDeployment;
 use mooring_operator::controller::fetch::RegistryConnector;
 use mooring_operator::leader::LeaseLock;
 use mooring_operator::metrics::Metrics;
-use mooring_operator::process::{self, Controllers, Exit, Health};
+use mooring_operator::process::{self, Controllers, Exit, Health, Images};
 use tokio::sync::watch;
 
 use common::{copy_dir, repo};
@@ -127,7 +127,10 @@ impl Cluster {
             self.operator.clone(),
             Arc::new(RegistryConnector),
             Metrics::new().unwrap(),
-            "mooring/inference-server:0.1.0".into(),
+            Images {
+                model: "mooring/inference-server:0.1.0".into(),
+                chat: "mooring/inference-server-chat:0.1.0".into(),
+            },
         );
         let election = identity.map(|id| {
             LeaseLock::new(

@@ -34,6 +34,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s:%s" .Values.inferenceServerImage.repository (default .Chart.AppVersion .Values.inferenceServerImage.tag) -}}
 {{- end -}}
 
+{{- define "mooring.chatServerImage" -}}
+{{- printf "%s:%s" .Values.chatServerImage.repository (default .Chart.AppVersion .Values.chatServerImage.tag) -}}
+{{- end -}}
+
 {{- /* The metrics Service's own labels, which the ServiceMonitor selects. */}}
 {{- define "mooring.metricsSelectorLabels" -}}
 {{ include "mooring.selectorLabels" . }}

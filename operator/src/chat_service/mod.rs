@@ -304,7 +304,13 @@ async fn reconcile_steps(chat: &ChatService, ctx: &Context) -> Result<Action> {
                 Err(err) => return fail(chat, ctx, &chats, &old, &base, err.into()).await,
             }
         }
-        let desired = children::build(chat, owner, &valid, version.as_ref(), &ctx.default_image);
+        let desired = children::build(
+            chat,
+            owner,
+            &valid,
+            version.as_ref(),
+            &ctx.default_chat_image,
+        );
         let spec_changed = old.observed_generation.is_some()
             && chat.metadata.generation != old.observed_generation;
         let deployment = match apply::children(&apis, &desired, spec_changed).await {

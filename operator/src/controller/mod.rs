@@ -88,8 +88,10 @@ pub struct Context {
     pub connector: Arc<dyn Connector>,
     pub recorder: Recorder,
     pub metrics: Metrics,
-    /// Inference-server image for specs that name none.
+    /// Inference-server image for ModelDeployments that name none (the build without chat).
     pub default_image: String,
+    /// Inference-server image for ChatServices that name none (the build with chat).
+    pub default_chat_image: String,
     /// The current time (fixed in tests).
     pub clock: Arc<dyn Fn() -> Time + Send + Sync>,
     /// Consecutive transient failures per object, for backoff.
@@ -124,11 +126,18 @@ impl Context {
             client,
             connector,
             metrics,
+            default_chat_image: default_image.clone(),
             default_image,
             clock: Arc::new(|| Time(jiff::Timestamp::now())),
             failures: Backoff::default(),
             registries: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// ChatServices that name no image get `image` (by default, the ModelDeployments' one).
+    pub fn with_chat_image(mut self, image: String) -> Self {
+        self.default_chat_image = image;
+        self
     }
 
     /// The next backoff delay for `key`.

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 pub const NS: &str = "default";
 pub const IMAGE: &str = "mooring/inference-server:0.1.0";
+pub const CHAT_IMAGE: &str = "mooring/inference-server-chat:0.1.0";
 /// How long `until` waits for a condition, in virtual time.
 pub const PATIENCE: Duration = Duration::from_secs(1800);
 
@@ -251,7 +252,8 @@ impl World {
             self.registry.connector(),
             metrics.clone(),
             IMAGE.into(),
-        );
+        )
+        .with_chat_image(CHAT_IMAGE.into());
         let mut dm = mooring_operator::drift_monitor::Context::new(
             client.clone(),
             self.registry.connector(),
