@@ -210,7 +210,7 @@ async fn every_front_door_is_logged_flushed_on_stop_and_checked_for_drift() {
     ]) else {
         unreachable!()
     };
-    let report = mooring_drift::cli::run(drift).await.unwrap();
+    let report = mooring_drift::job::run(drift).await.unwrap();
     assert_eq!(report.samples, 6);
     assert_eq!(report.features.len(), 4, "{report:?}");
     let compact: serde_json::Value =
