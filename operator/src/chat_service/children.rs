@@ -11,9 +11,8 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, Volume,
-    VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, Probe, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -25,7 +24,7 @@ use mooring_crds::common::{BASIC_AUTH_PASSWORD_KEY, BASIC_AUTH_USERNAME_KEY};
 use crate::controller::children::{
     CACHE_DIR, DIGEST_ANNOTATION, DesiredChildren, GRPC_PORT, LOG_FORMAT_ENV, PASSWORD_ENV,
     REST_PORT, TOKEN_ENV, URI_ANNOTATION, USERNAME_ENV, VERSION_ANNOTATION, VERSION_LABEL,
-    build_autoscaler, is_label_value, selector_labels,
+    build_autoscaler, is_label_value, selector_labels, server_ports,
 };
 use crate::controller::resolve::VersionInfo;
 use crate::controller::validate::{MlflowAuth, RegistryTarget};
@@ -382,20 +381,7 @@ pub fn build(
         ),
         args: Some(args(spec, valid, version)),
         env: (!env.is_empty()).then_some(env),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: REST_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("grpc".into()),
-                container_port: GRPC_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-        ]),
+        ports: Some(server_ports()),
         // `/readyz` checks the backend and the session store: BackendReachable.
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),

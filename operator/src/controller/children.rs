@@ -27,6 +27,18 @@ use super::validate::{MlflowAuth, RegistryTarget, ValidSpec};
 
 pub const REST_PORT: i32 = 8080;
 pub const GRPC_PORT: i32 = 8081;
+
+/// The ports of an `inference-server serve` container: `http` (REST, probes, metrics) and
+/// `grpc`, both TCP.
+pub fn server_ports() -> Vec<ContainerPort> {
+    let port = |name: &str, container_port| ContainerPort {
+        name: Some(name.into()),
+        container_port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    };
+    vec![port("http", REST_PORT), port("grpc", GRPC_PORT)]
+}
 pub const CONTAINER_NAME: &str = "inference-server";
 /// Pod-template annotations carrying what is served.
 pub const VERSION_ANNOTATION: &str = "mooring.dev/model-version";
@@ -282,20 +294,7 @@ pub fn build(
         ),
         args: Some(args),
         env: (!env.is_empty()).then_some(env),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: REST_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("grpc".into()),
-                container_port: GRPC_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-        ]),
+        ports: Some(server_ports()),
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),
         // Loading a model can take a while; liveness must not kill a pod that is still loading.
