@@ -59,12 +59,6 @@ async fn serves_iris_from_mlflow_by_alias() {
     let cache = tempfile::tempdir().unwrap();
     let reference = format!("{name}@production");
     let args = common::serve_args(&[
-        "--host",
-        "127.0.0.1",
-        "--http-port",
-        "0",
-        "--grpc-port",
-        "0",
         "--registry",
         &url,
         "--cache-dir",

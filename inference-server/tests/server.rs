@@ -21,15 +21,8 @@ use common::{Running, bundled_registry, repo};
 async fn start(models: &[&str]) -> (Running, tempfile::TempDir) {
     let cache = tempfile::tempdir().unwrap();
     let registry = bundled_registry();
-    let mut flags = vec![
-        "--host",
-        "127.0.0.1",
-        "--http-port",
-        "0",
-        "--grpc-port",
-        "0",
-    ];
-    flags.extend(["--registry", &registry, "--cache-dir"]);
+    // Running binds the ports itself: no --host, --http-port, --grpc-port.
+    let mut flags = vec!["--registry", &registry, "--cache-dir"];
     flags.push(cache.path().to_str().unwrap());
     for m in models {
         flags.extend(["--model", m]);
@@ -37,18 +30,26 @@ async fn start(models: &[&str]) -> (Running, tempfile::TempDir) {
     (Running::serve(&common::serve_args(&flags)).await, cache)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tritonclient_http_and_grpc_work_unchanged() {
+/// Runs the unmodified tritonclient script `tests/python/<script>` against `serve` of
+/// `model@production` (HTTP and gRPC, with the version's reference.csv) and checks that it
+/// printed `<success>`.
+async fn tritonclient_check(script: &str, model: &str, success: &str) {
     let python = std::env::var("MOORING_TEST_PYTHON")
         .expect("MOORING_TEST_PYTHON is not set: it must name a Python with tritonclient[http,grpc] and numpy; run `make test`");
-    let (server, _cache) = start(&["iris-classifier@production"]).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tritonclient_check.py");
-    let reference = repo().join("models/iris-classifier/1/reference.csv");
-    let (http, grpc) = (server.http.to_string(), server.grpc.to_string());
+    let (server, _cache) = start(&[&format!("{model}@production")]).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let reference = repo().join("models").join(model).join("1/reference.csv");
+    let (http, grpc, name) = (
+        server.http.to_string(),
+        server.grpc.to_string(),
+        model.to_string(),
+    );
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)
-            .args([&http, &grpc, "iris-classifier"])
+            .args([&http, &grpc, &name])
             .arg(reference)
             .output()
             .unwrap()
@@ -59,46 +60,33 @@ async fn tritonclient_http_and_grpc_work_unchanged() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "tritonclient check failed ({}):\n{stdout}\n{stderr}",
+        "{success}: failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    assert!(stdout.contains("tritonclient conformance ok"), "{stdout}");
+    assert!(stdout.contains(success), "{stdout}");
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_http_and_grpc_work_unchanged() {
+    tritonclient_check(
+        "tritonclient_check.py",
+        "iris-classifier",
+        "tritonclient conformance ok",
+    )
+    .await;
 }
 
 /// BYTES tensors with the unmodified tritonclient: HTTP JSON and binary, gRPC, against the
 /// bundled spam classifier (non-ASCII and empty strings, invalid UTF-8 refused).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tritonclient_sends_text_to_the_spam_classifier() {
-    let python = std::env::var("MOORING_TEST_PYTHON")
-        .expect("MOORING_TEST_PYTHON is not set: it must name a Python with tritonclient[http,grpc] and numpy; run `make test`");
-    let (server, _cache) = start(&["spam-classifier@production"]).await;
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tritonclient_text_check.py");
-    let reference = repo().join("models/spam-classifier/1/reference.csv");
-    let (http, grpc) = (server.http.to_string(), server.grpc.to_string());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .args([&http, &grpc, "spam-classifier"])
-            .arg(reference)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "tritonclient text check failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    assert!(
-        stdout.contains("tritonclient text conformance ok"),
-        "{stdout}"
-    );
-    server.stop().await;
+    tritonclient_check(
+        "tritonclient_text_check.py",
+        "spam-classifier",
+        "tritonclient text conformance ok",
+    )
+    .await;
 }
 
 fn iris_request(version: &str) -> ModelInferRequest {
