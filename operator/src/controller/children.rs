@@ -322,25 +322,19 @@ pub fn build(
     let mut template_annotations = spec.pod.pod_annotations.clone();
     template_annotations.extend(annotations);
 
+    let selector = LabelSelector {
+        match_labels: Some(selector_labels(&name)),
+        match_expressions: None,
+    };
     let deployment = Deployment {
         metadata: meta.clone(),
         spec: Some(DeploymentSpec {
             // Under an autoscaler the replicas are its to set: not applying the field hands
             // it over.
             replicas: spec.autoscaling.is_none().then_some(spec.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector_labels(&name)),
-                match_expressions: None,
-            },
+            selector: selector.clone(),
             progress_deadline_seconds: Some(spec.rollout.progress_deadline_seconds),
-            // Surge, never remove a serving pod first: a broken version must not take capacity.
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(IntOrString::Int(1)),
-                    max_unavailable: Some(IntOrString::Int(0)),
-                }),
-            }),
+            strategy: Some(surge_strategy()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(template_labels),
@@ -354,26 +348,8 @@ pub fn build(
         status: None,
     };
 
-    let autoscaler = spec
-        .autoscaling
-        .as_ref()
-        .map(|a| build_autoscaler(&meta, a));
-    let most_replicas = spec
-        .autoscaling
-        .as_ref()
-        .map_or(spec.replicas, |a| a.min_replicas);
-    let disruption_budget = (most_replicas > 1).then(|| PodDisruptionBudget {
-        metadata: meta.clone(),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(&name)),
-                match_expressions: None,
-            }),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        status: None,
-    });
+    let (autoscaler, disruption_budget) =
+        scaling_children(&meta, spec.replicas, spec.autoscaling.as_ref(), selector);
 
     let service = service(meta, &name);
     DesiredChildren {
@@ -416,6 +392,41 @@ pub fn service(meta: ObjectMeta, name: &str) -> Service {
 
 /// A HorizontalPodAutoscaler of the Deployment on CPU and/or in-flight requests (CPU at 80 %
 /// when the spec names no target).
+/// The rolling update of a serving Deployment: surge, never remove a serving pod first (a
+/// broken version must not take capacity).
+pub fn surge_strategy() -> DeploymentStrategy {
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(1)),
+            max_unavailable: Some(IntOrString::Int(0)),
+        }),
+    }
+}
+
+/// What a serving Deployment has beside it: the HorizontalPodAutoscaler `autoscaling` asks
+/// for, and a PodDisruptionBudget over `selector` (one pod down at a time) when at least two
+/// pods run at the least.
+pub fn scaling_children(
+    meta: &ObjectMeta,
+    replicas: i32,
+    autoscaling: Option<&mooring_crds::model_deployment::AutoscalingSpec>,
+    selector: LabelSelector,
+) -> (Option<HorizontalPodAutoscaler>, Option<PodDisruptionBudget>) {
+    let autoscaler = autoscaling.map(|a| build_autoscaler(meta, a));
+    let least_replicas = autoscaling.map_or(replicas, |a| a.min_replicas);
+    let disruption_budget = (least_replicas > 1).then(|| PodDisruptionBudget {
+        metadata: meta.clone(),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(selector),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    });
+    (autoscaler, disruption_budget)
+}
+
 pub fn build_autoscaler(
     meta: &ObjectMeta,
     a: &mooring_crds::model_deployment::AutoscalingSpec,
