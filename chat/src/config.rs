@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, FromArgMatches, ValueEnum};
 
 /// Which LLM answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -165,6 +165,18 @@ pub struct ChatArgs {
     pub cache: crate::cache::CacheArgs,
 }
 
+/// The value of a flag group when no flag is given: clap's `default_value`s, so each default
+/// is written once, on its flag. The environment is not read (a `Default` must not change
+/// with `MOORING_*` variables the way parsed flags do).
+pub(crate) fn clap_defaults<A: Args + FromArgMatches>() -> A {
+    let command = A::augment_args(clap::Command::new("defaults").no_binary_name(true))
+        .mut_args(|arg| arg.env(None));
+    let matches = command
+        .try_get_matches_from(std::iter::empty::<&str>())
+        .expect("every flag of a group with a Default has a default or is optional");
+    A::from_arg_matches(&matches).expect("clap's defaults make a valid flag group")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +198,44 @@ mod tests {
         let cli = Cli::try_parse_from(["x"]).unwrap();
         assert_eq!(cli.chat.chat_backend, BackendKind::Local);
         assert_eq!(cli.chat.chat_memory_store, MemoryStoreKind::Memory);
+    }
+
+    #[test]
+    fn defaults_of_the_flag_groups_are_the_flags_defaults() {
+        use crate::auth::AuthArgs;
+        use crate::cache::{CacheArgs, DEFAULT_SIMILARITY_THRESHOLD, Switch};
+        use crate::guard::{DEFAULT_SEMANTIC_THRESHOLD, GuardArgs, GuardMode};
+
+        let guard = GuardArgs::default();
+        assert_eq!(guard.mode, GuardMode::Block);
+        assert_eq!(guard.max_prompt_chars, 16_000);
+        assert_eq!(guard.patterns_file, None);
+        assert_eq!(guard.semantic_layer, Switch::On);
+        assert_eq!(guard.semantic_threshold, DEFAULT_SEMANTIC_THRESHOLD);
+
+        let auth = AuthArgs::default();
+        assert_eq!(auth.api_keys_file, None);
+        assert_eq!(auth.reload_seconds, 5.0);
+        assert_eq!(auth.rate_limit_per_second, 0.0);
+        assert_eq!(auth.rate_limit_burst, 0);
+        assert_eq!(auth.jwt_issuer, None);
+        assert_eq!(auth.jwt_jwks_url, None);
+        assert_eq!(auth.jwt_subject_claim, "sub");
+        assert_eq!(auth.jwt_leeway_seconds, 30);
+        assert_eq!(auth.jwt_jwks_refresh_seconds, 300);
+        assert_eq!(auth.jwt_jwks_min_refetch_seconds, 10);
+
+        let cache = CacheArgs::default();
+        assert_eq!(cache.exact, Switch::On);
+        assert_eq!(cache.semantic, Switch::Off);
+        assert_eq!(cache.similarity_threshold, DEFAULT_SIMILARITY_THRESHOLD);
+        assert_eq!(cache.max_entries, 1024);
+        assert_eq!(cache.ttl_seconds, 3600);
+        assert_eq!(cache.embedding_model_dir, None);
+
+        // The same values as parsing no flags at all.
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cli.chat.guard.max_prompt_chars, guard.max_prompt_chars);
+        assert_eq!(cli.chat.cache.max_entries, cache.max_entries);
     }
 }

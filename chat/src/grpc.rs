@@ -11,7 +11,7 @@ use crate::engine::{ChatRequest, Prepared};
 use crate::error::ChatError;
 use crate::proto;
 use crate::proto::chat_service_server::{ChatService, ChatServiceServer};
-use crate::service::Shared;
+use crate::shared::Shared;
 
 pub struct GrpcChat {
     shared: Shared,

@@ -14,12 +14,10 @@ mod http;
 pub mod memory;
 pub mod metrics;
 pub mod service;
+pub mod shared;
 
 pub use config::ChatArgs;
 pub use service::{BuildError, ChatReadiness, ChatService};
 
-/// Generated gRPC types and service for `mooring.chat.v1`.
-pub mod proto {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("mooring.chat.v1");
-}
+/// Generated gRPC types and service for `mooring.chat.v1` (compiled by `mooring-proto`).
+pub use mooring_proto::chat as proto;

@@ -6,31 +6,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
-use axum::http::HeaderValue;
-use axum::http::request::Parts;
 use serde::Serialize;
 
-use crate::auth::{Auth, KeyId};
+use crate::auth::Auth;
 use crate::backend::limit::Limited;
 use crate::backend::local::{LocalBackend, LocalOptions};
 use crate::backend::ollama::OllamaBackend;
 use crate::backend::openai::{OpenAiBackend, RemoteOptions};
 use crate::backend::retry::RetryPolicy;
-use crate::backend::{Backend, BackendError, Role};
+use crate::backend::{Backend, BackendError};
 use crate::cache::{CacheError, Caches, Embedder, MiniLmEmbedder, Switch};
 use crate::config::{BackendKind, ChatArgs, MemoryStoreKind};
-use crate::engine::{CachedAnswer, ChatRequest, Engine};
-use crate::error::ChatError;
-use crate::guard::{Guard, GuardAnalysis, GuardError, Layer};
+use crate::engine::{CachedAnswer, Engine};
+use crate::guard::{Guard, GuardError};
 use crate::memory::in_process::InProcessStore;
 use crate::memory::postgres_store::PostgresStore;
 use crate::memory::redis_store::RedisStore;
 use crate::memory::{MemoryError, MemoryLimits, SessionStore};
 use crate::metrics::{ChatMetrics, MetricsError};
-
-/// Response header set when the guard (in `flag` mode) found something: the pattern names.
-pub const GUARD_HEADER: &str = "x-prompt-guard";
+use crate::shared::Shared;
 
 /// Why chat mode could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,134 +43,6 @@ pub enum BuildError {
     Auth(#[from] crate::auth::AuthError),
     #[error("cache: {0}")]
     Cache(#[from] CacheError),
-}
-
-/// State shared by the HTTP handlers and the gRPC service.
-#[derive(Clone)]
-pub struct Shared {
-    pub engine: Engine,
-    pub guard: Arc<Guard>,
-    pub auth: Auth,
-}
-
-/// The caller, as identified by the API-key layer ("anonymous" without keys).
-pub struct Caller {
-    pub owner: String,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let key = parts
-            .extensions
-            .get::<KeyId>()
-            .cloned()
-            .unwrap_or_else(KeyId::anonymous);
-        Ok(Caller {
-            owner: key.as_str().to_string(),
-        })
-    }
-}
-
-impl Shared {
-    /// Applies the prompt guard to the request's system and user messages. Block mode
-    /// refuses (400 with the analysis); flag mode lets the request through and returns
-    /// the value of [`GUARD_HEADER`]. The semantic layer embeds on the blocking pool.
-    pub async fn check_prompt(
-        &self,
-        request: &ChatRequest,
-    ) -> Result<Option<HeaderValue>, ChatError> {
-        let mut flagged: Vec<String> = Vec::new();
-        let mut layers: Vec<Layer> = Vec::new();
-        for (i, message) in request.messages.iter().enumerate() {
-            if message.role == Role::Assistant {
-                continue;
-            }
-            match self.timed_check(&message.content).await {
-                Ok(analysis) if analysis.injection_detected => {
-                    layers.extend(analysis.detections.iter().map(|d| d.layer));
-                    flagged.extend(analysis.detected_patterns)
-                }
-                Ok(_) => {}
-                Err(e) => return Err(self.guard_error(e, &format!("messages[{i}].content"))),
-            }
-        }
-        if flagged.is_empty() {
-            return Ok(None);
-        }
-        flagged.sort();
-        flagged.dedup();
-        self.count_detections(layers, "flagged");
-        Ok(HeaderValue::from_str(&flagged.join(",")).ok())
-    }
-
-    /// The guard's analysis of a single-prompt request (for `generate-secure`).
-    pub async fn analyze_prompt(
-        &self,
-        request: &ChatRequest,
-    ) -> Result<serde_json::Value, ChatError> {
-        let prompt = request
-            .messages
-            .last()
-            .map(|m| m.content.as_str())
-            .unwrap_or("");
-        match self.timed_check(prompt).await {
-            Ok(analysis) => {
-                if analysis.injection_detected {
-                    self.count_detections(
-                        analysis.detections.iter().map(|d| d.layer).collect(),
-                        "flagged",
-                    );
-                }
-                Ok(serde_json::to_value(analysis).unwrap_or_default())
-            }
-            Err(e) => Err(self.guard_error(e, "prompt")),
-        }
-    }
-
-    async fn timed_check(&self, text: &str) -> Result<GuardAnalysis, GuardError> {
-        let started = std::time::Instant::now();
-        let result = self.guard.check_async(text).await;
-        self.engine
-            .metrics
-            .guard_seconds
-            .observe(started.elapsed().as_secs_f64());
-        result
-    }
-
-    /// One count per layer that fired.
-    fn count_detections(&self, mut layers: Vec<Layer>, action: &str) {
-        layers.sort_by_key(|l| l.as_str());
-        layers.dedup();
-        for layer in layers {
-            self.engine
-                .metrics
-                .guard_detections
-                .with_label_values(&[layer.as_str(), action])
-                .inc();
-        }
-    }
-
-    fn guard_error(&self, error: GuardError, field: &str) -> ChatError {
-        match error {
-            GuardError::Blocked(analysis) => {
-                self.count_detections(
-                    analysis.detections.iter().map(|d| d.layer).collect(),
-                    "blocked",
-                );
-                ChatError::Blocked {
-                    param: field.to_string(),
-                    analysis: serde_json::to_value(*analysis).unwrap_or_default(),
-                }
-            }
-            GuardError::PromptTooLong { length, limit } => ChatError::invalid(
-                field,
-                format!("{length} characters is more than the limit of {limit}"),
-            ),
-            other => ChatError::invalid(field, other.to_string()),
-        }
-    }
 }
 
 /// Readiness details for `/readyz`.
@@ -271,14 +137,6 @@ impl ChatService {
     /// (401, 429) count in `mooring_chat_requests_total` like every other outcome.
     pub fn router(&self) -> axum::Router {
         crate::http::router(self.shared.clone())
-            .layer(axum::middleware::from_fn_with_state(
-                self.shared.auth.clone(),
-                Auth::middleware,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                self.shared.engine.metrics.clone(),
-                count_rejections,
-            ))
     }
 
     /// The `mooring.chat.v1.ChatService` gRPC service.
@@ -428,21 +286,4 @@ async fn build_store(args: &ChatArgs) -> Result<Arc<dyn SessionStore>, BuildErro
             Arc::new(PostgresStore::connect(url, limits).await?)
         }
     })
-}
-
-/// Counts the requests [`Auth::middleware`] turned away, by endpoint.
-async fn count_rejections(
-    axum::extract::State(metrics): axum::extract::State<ChatMetrics>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let endpoint = crate::http::endpoint_label(request.uri().path());
-    let response = next.run(request).await;
-    if let (Some(endpoint), Some(rejection)) = (
-        endpoint,
-        response.extensions().get::<crate::auth::Rejection>(),
-    ) {
-        metrics.outcome(endpoint, rejection.label());
-    }
-    response
 }

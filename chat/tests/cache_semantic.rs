@@ -1,6 +1,7 @@
 //! The semantic cache with the real all-MiniLM-L6-v2 (needs `MOORING_TEST_MINILM_DIR`;
 //! `make test` sets it): the embeddings, the similarity distributions the default threshold
-//! was chosen from, and the "What is AI?" hit.
+//! was chosen from, and the "What is AI?" hit. What embedding and lookup cost is measured by
+//! `cargo run -p mooring-chat --release --example semantic_cache_cost`.
 
 use mooring_chat::auth::KeyId;
 use mooring_chat::cache::{
@@ -187,54 +188,6 @@ async fn what_is_ai_hits_and_an_unrelated_question_misses() {
     ));
     let stats = cache.stats();
     assert_eq!((stats.hits, stats.misses), (1, 2));
-}
-
-/// Measures (prints, asserts nothing about speed): embedding latency and the cost of a
-/// lookup in a full scope. Run with
-/// `cargo test -p mooring-chat --release --test cache_semantic -- --ignored --nocapture`.
-#[tokio::test]
-#[ignore = "measurement, not a test"]
-async fn measure_embedding_and_lookup_cost() {
-    let prompts: Vec<String> = (0..50)
-        .map(|i| format!("Question number {i}: how do I configure service {i}?"))
-        .collect();
-    let started = std::time::Instant::now();
-    let embeddings: Vec<Vec<f32>> = prompts.iter().map(|p| EMBEDDER.embed(p).unwrap()).collect();
-    let per_embed = started.elapsed() / prompts.len() as u32;
-    println!(
-        "embed: {per_embed:?} per prompt (mean of {})",
-        prompts.len()
-    );
-
-    let embedder: Arc<dyn Embedder> = EMBEDDER.clone();
-    let entries = 1024;
-    let cache = SemanticCache::new(embedder, DEFAULT_SIMILARITY_THRESHOLD, entries, None);
-    let key = KeyId::new("alice");
-    let request = CacheRequest {
-        key: &key,
-        model: "m",
-        prompt: "",
-        session_id: None,
-        params: "{}",
-    };
-    for i in 0..entries {
-        // Distinct unit vectors: rotate the measured embeddings.
-        let mut v = embeddings[i % embeddings.len()].clone();
-        v.rotate_left(i / embeddings.len() + 1);
-        cache.insert(&request, v, i);
-    }
-    let rounds = 2000;
-    let started = std::time::Instant::now();
-    let mut found = 0;
-    for i in 0..rounds {
-        found += usize::from(
-            cache
-                .lookup_embedding(&request, &embeddings[i % embeddings.len()])
-                .is_some(),
-        );
-    }
-    let per_lookup = started.elapsed() / rounds as u32;
-    println!("lookup over {entries} entries x 384: {per_lookup:?} ({found}/{rounds} hits)");
 }
 
 /// The embedder agrees with an independent numpy implementation of the same model

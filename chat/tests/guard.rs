@@ -1,5 +1,6 @@
 //! The prompt-injection guard: what each default pattern catches (with obfuscated
-//! variants), that ordinary prompts pass, modes, the length limit and the patterns file.
+//! variants), that ordinary prompts pass, modes, the length limit and the patterns file. What
+//! a check costs is measured by `cargo run -p mooring-chat --release --example guard_check_cost`.
 
 use clap::{CommandFactory, Parser};
 use mooring_chat::guard::{DEFAULT_PATTERNS, Guard, GuardArgs, GuardError, GuardMode};
@@ -520,23 +521,6 @@ fn odd_unicode_never_panics_and_lengths_count_characters() {
             .detected_patterns
             .contains(&"chat_template_tokens".to_owned())
     );
-}
-
-/// Measures (prints, asserts nothing about speed) the cost of a check. Run with
-/// `cargo test -p mooring-chat --release --test guard -- --ignored --nocapture`.
-#[test]
-#[ignore = "measurement, not a test"]
-fn measure_check_cost() {
-    let guard = Guard::new(GuardMode::Flag, 0, &[]).unwrap();
-    for prompt in [ORDINARY[2].to_owned(), ORDINARY.join(" ").repeat(12)] {
-        let rounds = 200;
-        let started = std::time::Instant::now();
-        for _ in 0..rounds {
-            std::hint::black_box(guard.check(&prompt).unwrap());
-        }
-        let chars = prompt.chars().count();
-        println!("check of {chars} chars: {:?}", started.elapsed() / rounds);
-    }
 }
 
 // ---- Layers: each reports its name in the analysis.

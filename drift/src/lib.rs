@@ -6,7 +6,7 @@
 //! - [`stats`]: the per-feature tests, numerically compatible with SciPy and Evidently.
 //! - [`check`]: one drift check over logged records and a reference dataset.
 //! - [`report`]: the compact result (the operator's `DriftReport`), full JSON and HTML.
-//! - [`cli`]: [`cli::DriftArgs`] and [`cli::run`], the `inference-server drift` subcommand.
+//! - [`job`]: [`job::DriftArgs`] and [`job::run`], the `inference-server drift` subcommand.
 //!
 //! Wiring into the server (inside the tokio runtime):
 //!
@@ -27,12 +27,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! and `Command::Drift(args) => mooring_drift::cli::run(args).await` for the Job: exit 0
+//! and `Command::Drift(args) => mooring_drift::job::run(args).await` for the Job: exit 0
 //! for any verdict, non-zero when `run` returns an error.
 #![forbid(unsafe_code)]
 
 pub mod check;
-pub mod cli;
+pub mod job;
 pub mod log;
 pub mod report;
 pub mod stats;

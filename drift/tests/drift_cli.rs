@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use mooring_drift::cli::{DriftArgs, run};
+use mooring_drift::job::{DriftArgs, run};
 use mooring_drift::log::{LoggerOptions, PredictionLogger, PredictionRecord};
 use mooring_drift_report::DriftVerdict;
 

@@ -37,7 +37,7 @@ pub enum Command {
     Batch(BatchArgs),
     /// Check logged production inputs for drift against the reference dataset (the job a
     /// DriftMonitor runs). Exit code 0 whatever the verdict.
-    Drift(mooring_drift::cli::DriftArgs),
+    Drift(mooring_drift::job::DriftArgs),
 }
 
 /// Where models come from.

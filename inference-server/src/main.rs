@@ -21,7 +21,7 @@ async fn main() -> std::process::ExitCode {
             })
             .map_err(anyhow::Error::from),
         // The verdict is in the result file and the reports; any verdict exits 0.
-        Command::Drift(args) => mooring_drift::cli::run(args)
+        Command::Drift(args) => mooring_drift::job::run(args)
             .await
             .map(|report| {
                 eprintln!(

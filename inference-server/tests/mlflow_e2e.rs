@@ -2,14 +2,12 @@
 //! the real MLflow server of `make test` (`MOORING_TEST_MLFLOW_URL`), the server loads
 //! `iris-classifier-<suffix>@production` from it, and one V2 REST infer answers.
 
-use std::path::Path;
-use std::sync::Arc;
-
-use clap::Parser;
-use inference_server::config::{Cli, Command as Sub};
-use inference_server::serve::{self, Extras};
 use mooring_registry::{RegistryConfig, connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
+
+use common::Running;
 
 fn mlflow_url() -> String {
     std::env::var("MOORING_TEST_MLFLOW_URL").expect(
@@ -50,7 +48,7 @@ async fn serves_iris_from_mlflow_by_alias() {
         .unwrap()
         .subsec_nanos();
     let name = format!("iris-classifier-{}-{nanos}", std::process::id());
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/iris-classifier");
+    let models = common::repo().join("models/iris-classifier");
 
     let registry = connect(&RegistryConfig::new(&url)).unwrap();
     for v in ["1", "2"] {
@@ -60,30 +58,16 @@ async fn serves_iris_from_mlflow_by_alias() {
 
     let cache = tempfile::tempdir().unwrap();
     let reference = format!("{name}@production");
-    let argv = [
-        "inference-server",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--http-port",
-        "0",
-        "--grpc-port",
-        "0",
+    let args = common::serve_args(&[
         "--registry",
         &url,
         "--cache-dir",
         cache.path().to_str().unwrap(),
         "--model",
         &reference,
-    ];
-    let Sub::Serve(args) = Cli::parse_from(argv).command else {
-        unreachable!()
-    };
-    let state = Arc::new(
-        serve::load_state(&args)
-            .await
-            .expect("loads from MLflow (ORT_DYLIB_PATH set? run `scripts/setup.sh run`)"),
-    );
+    ]);
+    // Loads from MLflow.
+    let server = Running::serve(&args).await;
     // The digest-verified copy is where the registry's cache layout puts it.
     assert!(
         cache
@@ -94,19 +78,7 @@ async fn serves_iris_from_mlflow_by_alias() {
             .is_file()
     );
 
-    let (http, grpc) = serve::bind("127.0.0.1", 0, 0).await.unwrap();
-    let addr = http.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve::run(
-        state,
-        http,
-        grpc,
-        Extras::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-
+    let addr = server.http.to_string();
     let body = r#"{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2,6.7,3.0,5.2,2.3]}]}"#;
     let (status, json) = post_json(&addr, &format!("/v2/models/{name}/infer"), body).await;
     assert_eq!(status, 200, "{json}");
@@ -120,6 +92,5 @@ async fn serves_iris_from_mlflow_by_alias() {
         .expect("label output");
     assert_eq!(label["data"], serde_json::json!([0, 2]), "{json}");
 
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    server.stop().await;
 }

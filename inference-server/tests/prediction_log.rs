@@ -3,7 +3,7 @@
 //! reads it back, and `inference-server drift` runs on it.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use clap::Parser;
@@ -18,34 +18,21 @@ use mooring_proto::inference::{
 };
 use serde_json::json;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod common;
 
-fn parse(args: &[&str]) -> Sub {
-    let argv = std::iter::once("inference-server").chain(args.iter().copied());
-    Cli::parse_from(argv).command
-}
+use common::{Running, bundled_registry, parse};
 
 fn serve_args(cache: &Path, sink: &str) -> ServeArgs {
-    let models = repo().join("models");
-    match parse(&[
-        "serve",
+    common::serve_args(&[
         "--registry",
-        models.to_str().unwrap(),
+        &bundled_registry(),
         "--cache-dir",
         cache.to_str().unwrap(),
         "--model",
         "iris-classifier@production",
         "--prediction-log",
         sink,
-    ]) {
-        Sub::Serve(args) => args,
-        _ => unreachable!(),
-    }
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,18 +53,8 @@ async fn every_front_door_is_logged_flushed_on_stop_and_checked_for_drift() {
                 .take()
                 .expect("--prediction-log installs an observer"),
         );
-    let (http, grpc) = serve::bind("127.0.0.1", 0, 0).await.unwrap();
-    let (http_addr, grpc_addr) = (http.local_addr().unwrap(), grpc.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve::run(
-        Arc::new(state),
-        http,
-        grpc,
-        extras,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let server = Running::start(Arc::new(state), extras).await;
+    let (http_addr, grpc_addr) = (server.http, server.grpc);
 
     let client = reqwest::Client::new();
     let base = format!("http://{http_addr}");
@@ -145,8 +122,7 @@ async fn every_front_door_is_logged_flushed_on_stop_and_checked_for_drift() {
     );
 
     // A clean stop: servers drain, then the log is flushed. Nothing may be lost.
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await;
     running.stop().await;
 
     let query = ReadQuery {
@@ -188,7 +164,7 @@ async fn every_front_door_is_logged_flushed_on_stop_and_checked_for_drift() {
     // The drift subcommand reads the same log against the version's reference.csv.
     let result = dir.path().join("result.json");
     let reports = dir.path().join("reports");
-    let models = repo().join("models");
+    let models = bundled_registry();
     let Sub::Drift(drift) = parse(&[
         "drift",
         "--sink",
@@ -198,7 +174,7 @@ async fn every_front_door_is_logged_flushed_on_stop_and_checked_for_drift() {
         "--version",
         "1",
         "--registry",
-        models.to_str().unwrap(),
+        &models,
         "--cache-dir",
         dir.path().join("drift-cache").to_str().unwrap(),
         "--min-samples",
@@ -210,7 +186,7 @@ async fn every_front_door_is_logged_flushed_on_stop_and_checked_for_drift() {
     ]) else {
         unreachable!()
     };
-    let report = mooring_drift::cli::run(drift).await.unwrap();
+    let report = mooring_drift::job::run(drift).await.unwrap();
     assert_eq!(report.samples, 6);
     assert_eq!(report.features.len(), 4, "{report:?}");
     let compact: serde_json::Value =

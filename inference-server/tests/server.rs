@@ -2,98 +2,54 @@
 //! local registry; a third-party client (tritonclient) against it; graceful shutdown; and
 //! the binary's failure and batch modes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
-use clap::Parser;
-use inference_server::config::{Cli, Command as Sub, ServeArgs};
-use inference_server::serve::{self, Extras};
+use inference_server::serve::Extras;
 use mooring_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use mooring_proto::inference::{
     InferTensorContents, ModelInferRequest, model_infer_request::InferInputTensor,
 };
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod common;
 
-fn serve_args(cache: &Path, models: &[&str]) -> ServeArgs {
-    let mut argv = vec![
-        "inference-server".to_string(),
-        "serve".into(),
-        "--host".into(),
-        "127.0.0.1".into(),
-    ];
-    argv.extend(["--http-port", "0", "--grpc-port", "0", "--registry"].map(String::from));
-    argv.push(repo().join("models").display().to_string());
-    argv.push("--cache-dir".into());
-    argv.push(cache.display().to_string());
-    for m in models {
-        argv.push("--model".into());
-        argv.push(m.to_string());
-    }
-    match Cli::parse_from(argv).command {
-        Sub::Serve(args) => args,
-        _ => unreachable!(),
-    }
-}
+use common::{Running, bundled_registry, repo};
 
-struct Running {
-    http: String,
-    grpc: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), serve::ServeError>>,
-    _cache: tempfile::TempDir,
-}
-
-async fn start(models: &[&str]) -> Running {
+/// `serve` of the bundled registry's `models` on 127.0.0.1 port 0, with a fresh cache.
+async fn start(models: &[&str]) -> (Running, tempfile::TempDir) {
     let cache = tempfile::tempdir().unwrap();
-    let args = serve_args(cache.path(), models);
-    let state = Arc::new(
-        serve::load_state(&args)
-            .await
-            .expect("bundled models load (ORT_DYLIB_PATH set? run `scripts/setup.sh run`)"),
-    );
-    let (http, grpc) = serve::bind("127.0.0.1", 0, 0).await.unwrap();
-    let (http_addr, grpc_addr) = (
-        http.local_addr().unwrap().to_string(),
-        grpc.local_addr().unwrap().to_string(),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve::run(
-        state,
-        http,
-        grpc,
-        Extras::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Running {
-        http: http_addr,
-        grpc: grpc_addr,
-        stop,
-        task,
-        _cache: cache,
+    let registry = bundled_registry();
+    // Running binds the ports itself: no --host, --http-port, --grpc-port.
+    let mut flags = vec!["--registry", &registry, "--cache-dir"];
+    flags.push(cache.path().to_str().unwrap());
+    for m in models {
+        flags.extend(["--model", m]);
     }
+    (Running::serve(&common::serve_args(&flags)).await, cache)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tritonclient_http_and_grpc_work_unchanged() {
+/// Runs the unmodified tritonclient script `tests/python/<script>` against `serve` of
+/// `model@production` (HTTP and gRPC, with the version's reference.csv) and checks that it
+/// printed `<success>`.
+async fn tritonclient_check(script: &str, model: &str, success: &str) {
     let python = std::env::var("MOORING_TEST_PYTHON")
         .expect("MOORING_TEST_PYTHON is not set: it must name a Python with tritonclient[http,grpc] and numpy; run `make test`");
-    let server = start(&["iris-classifier@production"]).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tritonclient_check.py");
-    let reference = repo().join("models/iris-classifier/1/reference.csv");
-    let (http, grpc) = (server.http.clone(), server.grpc.clone());
+    let (server, _cache) = start(&[&format!("{model}@production")]).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let reference = repo().join("models").join(model).join("1/reference.csv");
+    let (http, grpc, name) = (
+        server.http.to_string(),
+        server.grpc.to_string(),
+        model.to_string(),
+    );
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)
-            .args([&http, &grpc, "iris-classifier"])
+            .args([&http, &grpc, &name])
             .arg(reference)
             .output()
             .unwrap()
@@ -104,48 +60,33 @@ async fn tritonclient_http_and_grpc_work_unchanged() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "tritonclient check failed ({}):\n{stdout}\n{stderr}",
+        "{success}: failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    assert!(stdout.contains("tritonclient conformance ok"), "{stdout}");
-    server.stop.send(()).unwrap();
-    server.task.await.unwrap().unwrap();
+    assert!(stdout.contains(success), "{stdout}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_http_and_grpc_work_unchanged() {
+    tritonclient_check(
+        "tritonclient_check.py",
+        "iris-classifier",
+        "tritonclient conformance ok",
+    )
+    .await;
 }
 
 /// BYTES tensors with the unmodified tritonclient: HTTP JSON and binary, gRPC, against the
 /// bundled spam classifier (non-ASCII and empty strings, invalid UTF-8 refused).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tritonclient_sends_text_to_the_spam_classifier() {
-    let python = std::env::var("MOORING_TEST_PYTHON")
-        .expect("MOORING_TEST_PYTHON is not set: it must name a Python with tritonclient[http,grpc] and numpy; run `make test`");
-    let server = start(&["spam-classifier@production"]).await;
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tritonclient_text_check.py");
-    let reference = repo().join("models/spam-classifier/1/reference.csv");
-    let (http, grpc) = (server.http.clone(), server.grpc.clone());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .args([&http, &grpc, "spam-classifier"])
-            .arg(reference)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "tritonclient text check failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    assert!(
-        stdout.contains("tritonclient text conformance ok"),
-        "{stdout}"
-    );
-    server.stop.send(()).unwrap();
-    server.task.await.unwrap().unwrap();
+    tritonclient_check(
+        "tritonclient_text_check.py",
+        "spam-classifier",
+        "tritonclient text conformance ok",
+    )
+    .await;
 }
 
 fn iris_request(version: &str) -> ModelInferRequest {
@@ -169,7 +110,7 @@ fn iris_request(version: &str) -> ModelInferRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_by_alias_and_stops_on_one_signal_for_both_servers() {
     // challenger → version 2 (the random forest): alias resolution through the registry.
-    let server = start(&["iris-classifier@challenger"]).await;
+    let (server, _cache) = start(&["iris-classifier@challenger"]).await;
     let mut client = GrpcInferenceServiceClient::connect(format!("http://{}", server.grpc))
         .await
         .unwrap();
@@ -186,21 +127,17 @@ async fn serves_by_alias_and_stops_on_one_signal_for_both_servers() {
     let status = client.model_infer(iris_request("1")).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
 
-    server.stop.send(()).unwrap();
     // Both servers stop and `run` returns cleanly; afterwards nothing listens any more.
-    tokio::time::timeout(std::time::Duration::from_secs(30), server.task)
-        .await
-        .expect("servers stop")
-        .unwrap()
-        .unwrap();
-    assert!(tokio::net::TcpStream::connect(&server.http).await.is_err());
-    assert!(tokio::net::TcpStream::connect(&server.grpc).await.is_err());
+    let (http, grpc) = (server.http, server.grpc);
+    server.stop().await;
+    assert!(tokio::net::TcpStream::connect(http).await.is_err());
+    assert!(tokio::net::TcpStream::connect(grpc).await.is_err());
 }
 
-#[test]
-fn a_missing_onnx_runtime_fails_fast_with_a_clear_message() {
-    let cache = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_inference-server"))
+/// The binary's `serve` of `model` from the bundled registry, on port 0.
+fn serve_binary(model: &str, cache: &Path) -> Command {
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_inference-server"));
+    serve
         .args([
             "serve",
             "--host",
@@ -209,13 +146,17 @@ fn a_missing_onnx_runtime_fails_fast_with_a_clear_message() {
             "0",
             "--grpc-port",
             "0",
-            "--model",
-            "iris-classifier@production",
         ])
-        .arg("--registry")
-        .arg(repo().join("models"))
+        .args(["--model", model, "--registry", &bundled_registry()])
         .arg("--cache-dir")
-        .arg(cache.path())
+        .arg(cache);
+    serve
+}
+
+#[test]
+fn a_missing_onnx_runtime_fails_fast_with_a_clear_message() {
+    let cache = tempfile::tempdir().unwrap();
+    let output = serve_binary("iris-classifier@production", cache.path())
         .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
         .output()
         .unwrap();
@@ -230,22 +171,7 @@ fn a_missing_onnx_runtime_fails_fast_with_a_clear_message() {
 #[test]
 fn an_unknown_alias_is_refused_at_start() {
     let cache = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_inference-server"))
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--model",
-            "iris-classifier@staging",
-        ])
-        .arg("--registry")
-        .arg(repo().join("models"))
-        .arg("--cache-dir")
-        .arg(cache.path())
+    let output = serve_binary("iris-classifier@staging", cache.path())
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -368,36 +294,27 @@ async fn shutdown_drains_requests_in_flight() {
     )
     .unwrap();
     let state = Arc::new(ServerState::new(vec![model], metrics, 1 << 20));
-    let (http, grpc) = serve::bind("127.0.0.1", 0, 0).await.unwrap();
-    let grpc_addr = grpc.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve::run(
-        state.clone(),
-        http,
-        grpc,
-        Extras::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let mut server = Running::start(state.clone(), Extras::default()).await;
 
-    let mut client = GrpcInferenceServiceClient::connect(format!("http://{grpc_addr}"))
+    let mut client = GrpcInferenceServiceClient::connect(format!("http://{}", server.grpc))
         .await
         .unwrap();
     let call = tokio::spawn(async move { client.model_infer(iris_request("")).await });
     // The request is inside the model when the shutdown signal arrives.
     tokio::task::spawn_blocking(move || {
         started_rx
-            .recv_timeout(std::time::Duration::from_secs(30))
+            .recv_timeout(Duration::from_secs(30))
             .expect("the call reached the model")
     })
     .await
     .unwrap();
-    stop.send(()).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert!(!state.is_ready(), "not ready while draining");
+    server.signal_stop();
+    common::eventually("not ready while draining", Duration::from_secs(10), || {
+        !state.is_ready()
+    })
+    .await;
     assert!(
-        !server.is_finished(),
+        common::still_pending(&mut server.task, Duration::from_millis(100)).await,
         "the server waits for the call in flight"
     );
     release.send(()).unwrap();
@@ -410,9 +327,5 @@ async fn shutdown_drains_requests_in_flight() {
         answer.outputs[0].contents.as_ref().unwrap().int64_contents,
         vec![2]
     );
-    tokio::time::timeout(std::time::Duration::from_secs(30), server)
-        .await
-        .expect("servers stop")
-        .unwrap()
-        .unwrap();
+    server.stop().await;
 }

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
@@ -49,6 +50,23 @@ const ACTIONS: &[&str] = &["Notify", "Rollback", "Promote"];
 const RESULTS: &[&str] = &["Succeeded", "Requested", "Skipped", "Failed"];
 
 impl Metrics {
+    /// Counts one reconcile of `controller`: how long it took since `started`, and its
+    /// outcome (`failed`: the failure's reason label).
+    pub fn reconciled(&self, controller: &str, started: Instant, failed: Option<&str>) {
+        self.duration
+            .with_label_values(&[controller])
+            .observe(started.elapsed().as_secs_f64());
+        match failed {
+            None => self.reconciles.with_label_values(&[controller, "ok"]).inc(),
+            Some(reason) => {
+                self.reconciles
+                    .with_label_values(&[controller, "error"])
+                    .inc();
+                self.errors.with_label_values(&[controller, reason]).inc();
+            }
+        }
+    }
+
     pub fn new() -> Result<Self> {
         let registry = Registry::new();
         let reconciles = IntCounterVec::new(

@@ -16,6 +16,31 @@ type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 /// A generous bound for one scripted exchange; tests fail instead of hanging.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Runs `reconcile` against `server` as `script` drives it; both must finish within
+/// [`STEP_TIMEOUT`]. The script hands the server back, so it stays up until the reconcile is
+/// done: a request beyond the script then goes unanswered and the reconcile hangs into the
+/// timeout, rather than failing quietly (as an Event would).
+pub async fn run_scripted<R, F>(
+    server: ApiServer,
+    reconcile: R,
+    script: impl FnOnce(ApiServer) -> F,
+) -> R::Output
+where
+    R: std::future::Future,
+    F: std::future::Future<Output = ApiServer> + Send + 'static,
+{
+    let scripted = tokio::spawn(script(server));
+    let outcome = tokio::time::timeout(STEP_TIMEOUT, reconcile)
+        .await
+        .expect("reconcile hung: it sent a request the script did not expect");
+    let server = tokio::time::timeout(STEP_TIMEOUT, scripted)
+        .await
+        .expect("script unfinished")
+        .expect("script panicked");
+    drop(server);
+    outcome
+}
+
 pub struct ApiServer {
     handle: Handle,
 }

@@ -115,21 +115,9 @@ pub struct AuthArgs {
 }
 
 impl Default for AuthArgs {
+    /// The flags' defaults (from their `default_value`s, not the environment).
     fn default() -> Self {
-        Self {
-            api_keys_file: None,
-            reload_seconds: 5.0,
-            rate_limit_per_second: 0.0,
-            rate_limit_burst: 0,
-            jwt_issuer: None,
-            jwt_audience: None,
-            jwt_jwks_url: None,
-            jwt_jwks_file: None,
-            jwt_subject_claim: "sub".into(),
-            jwt_leeway_seconds: 30,
-            jwt_jwks_refresh_seconds: 300,
-            jwt_jwks_min_refetch_seconds: 10,
-        }
+        crate::config::clap_defaults()
     }
 }
 

@@ -7,9 +7,11 @@
 //! request's connection is closed).
 
 pub mod limit;
+pub mod lines;
 pub mod local;
 pub mod ollama;
 pub mod openai;
+pub mod reachability;
 pub mod retry;
 pub mod stop;
 

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use super::openai::RemoteOptions;
 use super::retry::{self, AttemptError};
 use super::{
-    Backend, BackendError, EventStream, FinishReason, GenerationRequest, Result, StreamEvent, Usage,
+    Backend, BackendError, EventStream, FinishReason, GenerationRequest, Result, StreamEvent,
+    Usage, lines, reachability,
 };
 
 pub struct OllamaBackend {
@@ -64,7 +65,7 @@ impl OllamaBackend {
             .await
             .map_err(retry::from_reqwest)?;
         let response = retry::check_status(response).await?;
-        Ok(Box::pin(parse_ndjson(retry::lines(response))))
+        Ok(Box::pin(parse_ndjson(lines::lines(response))))
     }
 }
 
@@ -119,7 +120,7 @@ impl Backend for OllamaBackend {
 
     async fn reachable(&self) -> Result<()> {
         let url = format!("{}/api/tags", self.base);
-        retry::probe(self.client.get(&url), &url).await
+        reachability::probe(self.client.get(&url), &url).await
     }
 
     fn model_name(&self) -> &str {

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use super::retry::{self, AttemptError, RetryPolicy};
 use super::{
-    Backend, BackendError, EventStream, FinishReason, GenerationRequest, Result, StreamEvent, Usage,
+    Backend, BackendError, EventStream, FinishReason, GenerationRequest, Result, StreamEvent,
+    Usage, lines, reachability,
 };
 
 /// Settings of a remote backend (shared by `openai` and `ollama`).
@@ -97,7 +98,7 @@ impl OpenAiBackend {
             .await
             .map_err(retry::from_reqwest)?;
         let response = retry::check_status(response).await?;
-        Ok(Box::pin(parse_sse(retry::lines(response))))
+        Ok(Box::pin(parse_sse(lines::lines(response))))
     }
 }
 
@@ -162,7 +163,7 @@ impl Backend for OpenAiBackend {
 
     async fn reachable(&self) -> Result<()> {
         let url = format!("{}/models", self.base);
-        retry::probe(self.authorize(self.client.get(&url)), &url).await
+        reachability::probe(self.authorize(self.client.get(&url)), &url).await
     }
 
     fn model_name(&self) -> &str {

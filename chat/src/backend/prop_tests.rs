@@ -6,9 +6,9 @@
 use futures::StreamExt;
 use proptest::prelude::*;
 
+use super::lines::lines_of;
 use super::ollama::parse_ndjson;
 use super::openai::parse_sse;
-use super::retry::lines_of;
 use super::{BackendError, Result, StreamEvent};
 
 fn config() -> ProptestConfig {

@@ -112,15 +112,9 @@ pub struct CacheArgs {
 }
 
 impl Default for CacheArgs {
+    /// The flags' defaults (from their `default_value`s, not the environment).
     fn default() -> Self {
-        Self {
-            exact: Switch::On,
-            semantic: Switch::Off,
-            similarity_threshold: DEFAULT_SIMILARITY_THRESHOLD,
-            max_entries: 1024,
-            ttl_seconds: 3600,
-            embedding_model_dir: None,
-        }
+        crate::config::clap_defaults()
     }
 }
 

@@ -99,14 +99,9 @@ pub struct GuardArgs {
 }
 
 impl Default for GuardArgs {
+    /// The flags' defaults (from their `default_value`s, not the environment).
     fn default() -> Self {
-        Self {
-            mode: GuardMode::Block,
-            max_prompt_chars: 16_000,
-            patterns_file: None,
-            semantic_layer: Switch::On,
-            semantic_threshold: DEFAULT_SEMANTIC_THRESHOLD,
-        }
+        crate::config::clap_defaults()
     }
 }
 

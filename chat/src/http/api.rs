@@ -7,12 +7,14 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{API_CHAT, API_GENERATE, API_GENERATE_SECURE, Body, counted, parse_json, session_id};
+use super::{
+    API_CHAT, API_GENERATE, API_GENERATE_SECURE, Body, Caller, counted, parse_json, session_id,
+};
 use crate::backend::{ChatMessage, Role};
 use crate::engine::{ChatRequest, Prepared, validate_session_id};
 use crate::error::{ChatError, Result};
 use crate::memory::Session;
-use crate::service::{Caller, Shared};
+use crate::shared::Shared;
 
 #[derive(Debug, Deserialize)]
 struct PromptRequest {

@@ -5,12 +5,16 @@ mod openai;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
+use crate::auth::{Auth, KeyId};
 use crate::error::{ChatError, Result};
-use crate::service::Shared;
+use crate::metrics::ChatMetrics;
+use crate::shared::Shared;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -18,7 +22,13 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Header carrying the session id (the body's `session_id` works too).
 pub const SESSION_HEADER: &str = "x-session-id";
 
+/// Response header set when the guard (in `flag` mode) found something: the pattern names.
+pub const GUARD_HEADER: &str = "x-prompt-guard";
+
+/// Every chat route, behind the API-key and rate-limit layer, whose refusals (401, 429)
+/// count in `mooring_chat_requests_total` like every other outcome.
 pub fn router(shared: Shared) -> Router {
+    let (auth, metrics) = (shared.auth.clone(), shared.engine.metrics.clone());
     Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
@@ -32,6 +42,48 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/v1/generate-secure", post(api::generate_secure))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
+        .layer(axum::middleware::from_fn_with_state(auth, Auth::middleware))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            count_rejections,
+        ))
+}
+
+/// Counts the requests [`Auth::middleware`] turned away, by endpoint.
+async fn count_rejections(
+    axum::extract::State(metrics): axum::extract::State<ChatMetrics>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let endpoint = endpoint_label(request.uri().path());
+    let response = next.run(request).await;
+    if let (Some(endpoint), Some(rejection)) = (
+        endpoint,
+        response.extensions().get::<crate::auth::Rejection>(),
+    ) {
+        metrics.outcome(endpoint, rejection.label());
+    }
+    response
+}
+
+/// The caller, as identified by the API-key layer ("anonymous" without keys).
+pub struct Caller {
+    pub owner: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let key = parts
+            .extensions
+            .get::<KeyId>()
+            .cloned()
+            .unwrap_or_else(KeyId::anonymous);
+        Ok(Caller {
+            owner: key.as_str().to_string(),
+        })
+    }
 }
 
 /// A request body, or why it could not be read (e.g. over [`MAX_BODY_BYTES`]).

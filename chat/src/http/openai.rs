@@ -12,11 +12,11 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Body, SESSION_HEADER, counted, parse_json, session_id, unix_now};
+use super::{Body, Caller, SESSION_HEADER, counted, parse_json, session_id, unix_now};
 use crate::backend::{ChatMessage, Role, StreamEvent};
 use crate::engine::ChatRequest;
 use crate::error::{ChatError, Result};
-use crate::service::{Caller, Shared};
+use crate::shared::Shared;
 
 const ENDPOINT: &str = super::CHAT_COMPLETIONS;
 
@@ -168,9 +168,7 @@ pub async fn chat_completions(
         response.headers_mut().insert(SESSION_HEADER, value);
     }
     if let Some(flag) = guard {
-        response
-            .headers_mut()
-            .insert(crate::service::GUARD_HEADER, flag);
+        response.headers_mut().insert(super::GUARD_HEADER, flag);
     }
     Ok(response)
 }

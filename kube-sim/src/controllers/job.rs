@@ -46,8 +46,9 @@ pub(super) fn job_controller(state: &mut State, ids: &Ids) {
         });
         if failed > sim.failed_seen {
             sim.failed_seen = failed;
-            let backoff = Duration::from_secs(10 * (1u64 << (failed - 1).min(6)))
-                .min(Duration::from_secs(360));
+            let backoff = super::doubling(Duration::from_secs(10), Duration::from_secs(360))
+                .nth(failed as usize - 1)
+                .unwrap_or(Duration::from_secs(360));
             sim.next_pod_at = now_instant + backoff;
         }
         let next_pod_at = sim.next_pod_at;

@@ -29,16 +29,15 @@ fn container_names(pod: &Value) -> Vec<(String, String)> {
 /// The crash-loop restart times: 10 s doubling, capped at 5 min.
 fn restarts_by(elapsed: Duration) -> (i64, Duration) {
     let mut t = Duration::ZERO;
-    let mut backoff = Duration::from_secs(10);
-    let mut n = 0;
-    loop {
+    for (n, backoff) in
+        super::doubling(Duration::from_secs(10), Duration::from_secs(300)).enumerate()
+    {
         if t + backoff > elapsed {
-            return (n, t + backoff);
+            return (n as i64, t + backoff);
         }
         t += backoff;
-        n += 1;
-        backoff = (backoff * 2).min(Duration::from_secs(300));
     }
+    unreachable!("the restart delays never end")
 }
 
 /// The pod status a behaviour gives after `elapsed`, and when it next changes.

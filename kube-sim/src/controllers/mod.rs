@@ -44,6 +44,17 @@ mod kubelet;
 
 pub use deployment::template_hash;
 
+/// Kubernetes' restart delays (a crash-looping container, a failing Job's pods): `first`,
+/// doubling, capped at `cap`, without end.
+fn doubling(first: Duration, cap: Duration) -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(first)
+        .with_max_delay(cap)
+        .without_max_times()
+        .build()
+}
+
 /// How the simulated kubelet runs a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodBehaviour {

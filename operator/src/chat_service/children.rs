@@ -7,17 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, Volume,
-    VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, Probe, SecretVolumeSource, Volume, VolumeMount,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mooring_crds::ChatService;
 use mooring_crds::chat_service::{BackendKind, ChatServiceSpec, MemoryStore, PromptInjectionMode};
 use mooring_crds::common::{BASIC_AUTH_PASSWORD_KEY, BASIC_AUTH_USERNAME_KEY};
@@ -25,7 +20,7 @@ use mooring_crds::common::{BASIC_AUTH_PASSWORD_KEY, BASIC_AUTH_USERNAME_KEY};
 use crate::controller::children::{
     CACHE_DIR, DIGEST_ANNOTATION, DesiredChildren, GRPC_PORT, LOG_FORMAT_ENV, PASSWORD_ENV,
     REST_PORT, TOKEN_ENV, URI_ANNOTATION, USERNAME_ENV, VERSION_ANNOTATION, VERSION_LABEL,
-    build_autoscaler, is_label_value, selector_labels,
+    is_label_value, scaling_children, selector_labels, server_ports, surge_strategy,
 };
 use crate::controller::resolve::VersionInfo;
 use crate::controller::validate::{MlflowAuth, RegistryTarget};
@@ -382,20 +377,7 @@ pub fn build(
         ),
         args: Some(args(spec, valid, version)),
         env: (!env.is_empty()).then_some(env),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: REST_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("grpc".into()),
-                container_port: GRPC_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-        ]),
+        ports: Some(server_ports()),
         // `/readyz` checks the backend and the session store: BackendReachable.
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),
@@ -430,14 +412,7 @@ pub fn build(
             replicas: spec.autoscaling.is_none().then_some(spec.replicas),
             selector: selector.clone(),
             progress_deadline_seconds: Some(spec.rollout.progress_deadline_seconds),
-            // Surge, never remove a serving pod first: a broken version must not take capacity.
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(IntOrString::Int(1)),
-                    max_unavailable: Some(IntOrString::Int(0)),
-                }),
-            }),
+            strategy: Some(surge_strategy()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(template_labels),
@@ -450,23 +425,8 @@ pub fn build(
         }),
         status: None,
     };
-    let autoscaler = spec
-        .autoscaling
-        .as_ref()
-        .map(|a| build_autoscaler(&meta, a));
-    let most_replicas = spec
-        .autoscaling
-        .as_ref()
-        .map_or(spec.replicas, |a| a.min_replicas);
-    let disruption_budget = (most_replicas > 1).then(|| PodDisruptionBudget {
-        metadata: meta.clone(),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(selector),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        status: None,
-    });
+    let (autoscaler, disruption_budget) =
+        scaling_children(&meta, spec.replicas, spec.autoscaling.as_ref(), selector);
     let service = crate::controller::children::service(meta, &name);
     DesiredChildren {
         deployment,

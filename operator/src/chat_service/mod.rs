@@ -5,7 +5,7 @@
 //! server-side apply and read back → status → Events of its transitions.
 //!
 //! Everything a ModelDeployment also does is the ModelDeployment controller's code, shared:
-//! the registry clients of [`Context`], [`resolve::decide`] with its rollback pins, the
+//! the registry clients of [`Context`], [`resolve_version`] with its rollback pins, the
 //! rollout judgement of [`rollout::observe`], the rollout status and its Events
 //! ([`crate::controller::status`], over a view of this status), outage safety (a registry
 //! that does not answer changes nothing that runs), the apply and the metrics.
@@ -34,9 +34,11 @@ use mooring_crds::{ChatService, ChatServiceStatus};
 
 use crate::controller::apply::{self, FIELD_MANAGER};
 use crate::controller::children::GRPC_PORT;
-use crate::controller::resolve::{self, Lookup};
+use crate::controller::resolve;
 use crate::controller::rollout::{self, Rollout};
-use crate::controller::{Context, events, fetch, lookup, scoped, status as rollout_status};
+use crate::controller::{
+    Context, events, fetch, resolve_version, scoped, status as rollout_status,
+};
 use validate::{Backend, RedisUrl, ValidChat};
 
 /// Controller name in metrics.
@@ -62,25 +64,14 @@ fn object_key(chat: &ChatService) -> String {
 pub async fn reconcile(chat: Arc<ChatService>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_steps(&chat, &ctx).await;
-    let m = &ctx.metrics;
-    m.duration
-        .with_label_values(&[CONTROLLER])
-        .observe(started.elapsed().as_secs_f64());
-    match &result {
-        Ok(_) => m.reconciles.with_label_values(&[CONTROLLER, "ok"]).inc(),
-        Err(e) => {
-            m.reconciles.with_label_values(&[CONTROLLER, "error"]).inc();
-            m.errors.with_label_values(&[CONTROLLER, e.reason()]).inc();
-        }
-    }
+    let failed = result.as_ref().err().map(Error::reason);
+    ctx.metrics.reconciled(CONTROLLER, started, failed);
     result
 }
 
 /// Transient failures: retry with backoff.
 pub fn error_policy(chat: Arc<ChatService>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&object_key(&chat));
-    tracing::warn!(name = %chat.name_any(), namespace = ?chat.namespace(), error = %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    crate::controller::requeue_after(chat.as_ref(), error, ctx.backoff(&object_key(&chat)))
 }
 
 /// The Secret fields of the spec that the pods read (by reference): each must exist with its
@@ -234,42 +225,7 @@ async fn reconcile_steps(chat: &ChatService, ctx: &Context) -> Result<Action> {
     let decision = match (valid.target(), &config) {
         (Some(target), Some(config)) => {
             let pins = pin_context(chat, &now);
-            let registry = ctx.registry(config);
-            let spec_lookup = match &registry {
-                Ok(registry) => lookup(registry, &target.model_ref()).await,
-                Err(err) if err.is_transient() => Lookup::Unreachable(err.to_string()),
-                Err(err) => Lookup::Rejected {
-                    reason: err.reason(),
-                    message: err.to_string(),
-                },
-            };
-            let alias_version = match (&spec_lookup, target) {
-                (Lookup::Found(v), crate::controller::validate::ModelTarget::Alias { .. }) => {
-                    Some(v.version.as_str())
-                }
-                _ => None,
-            };
-            let pin_lookup = match (
-                resolve::pin_in_force(target, alias_version, &old_view, &pins),
-                &registry,
-            ) {
-                (Some(pin), Ok(registry)) => Some(
-                    lookup(
-                        registry,
-                        &mooring_registry::ModelRef::version(target.name(), &pin.version),
-                    )
-                    .await,
-                ),
-                _ => None,
-            };
-            let decision =
-                resolve::decide(target, &old_view, &spec_lookup, pin_lookup.as_ref(), &pins);
-            if let Err((reason, _)) = &decision.registry {
-                ctx.metrics
-                    .errors
-                    .with_label_values(&[CONTROLLER, reason])
-                    .inc();
-            }
+            let decision = resolve_version(ctx, CONTROLLER, config, target, &old_view, &pins).await;
             Some(decision)
         }
         _ => None,

@@ -27,6 +27,18 @@ use super::validate::{MlflowAuth, RegistryTarget, ValidSpec};
 
 pub const REST_PORT: i32 = 8080;
 pub const GRPC_PORT: i32 = 8081;
+
+/// The ports of an `inference-server serve` container: `http` (REST, probes, metrics) and
+/// `grpc`, both TCP.
+pub fn server_ports() -> Vec<ContainerPort> {
+    let port = |name: &str, container_port| ContainerPort {
+        name: Some(name.into()),
+        container_port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    };
+    vec![port("http", REST_PORT), port("grpc", GRPC_PORT)]
+}
 pub const CONTAINER_NAME: &str = "inference-server";
 /// Pod-template annotations carrying what is served.
 pub const VERSION_ANNOTATION: &str = "mooring.dev/model-version";
@@ -282,20 +294,7 @@ pub fn build(
         ),
         args: Some(args),
         env: (!env.is_empty()).then_some(env),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: REST_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("grpc".into()),
-                container_port: GRPC_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-        ]),
+        ports: Some(server_ports()),
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),
         // Loading a model can take a while; liveness must not kill a pod that is still loading.
@@ -323,25 +322,19 @@ pub fn build(
     let mut template_annotations = spec.pod.pod_annotations.clone();
     template_annotations.extend(annotations);
 
+    let selector = LabelSelector {
+        match_labels: Some(selector_labels(&name)),
+        match_expressions: None,
+    };
     let deployment = Deployment {
         metadata: meta.clone(),
         spec: Some(DeploymentSpec {
             // Under an autoscaler the replicas are its to set: not applying the field hands
             // it over.
             replicas: spec.autoscaling.is_none().then_some(spec.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector_labels(&name)),
-                match_expressions: None,
-            },
+            selector: selector.clone(),
             progress_deadline_seconds: Some(spec.rollout.progress_deadline_seconds),
-            // Surge, never remove a serving pod first: a broken version must not take capacity.
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(IntOrString::Int(1)),
-                    max_unavailable: Some(IntOrString::Int(0)),
-                }),
-            }),
+            strategy: Some(surge_strategy()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(template_labels),
@@ -355,26 +348,8 @@ pub fn build(
         status: None,
     };
 
-    let autoscaler = spec
-        .autoscaling
-        .as_ref()
-        .map(|a| build_autoscaler(&meta, a));
-    let most_replicas = spec
-        .autoscaling
-        .as_ref()
-        .map_or(spec.replicas, |a| a.min_replicas);
-    let disruption_budget = (most_replicas > 1).then(|| PodDisruptionBudget {
-        metadata: meta.clone(),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(&name)),
-                match_expressions: None,
-            }),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        status: None,
-    });
+    let (autoscaler, disruption_budget) =
+        scaling_children(&meta, spec.replicas, spec.autoscaling.as_ref(), selector);
 
     let service = service(meta, &name);
     DesiredChildren {
@@ -417,6 +392,41 @@ pub fn service(meta: ObjectMeta, name: &str) -> Service {
 
 /// A HorizontalPodAutoscaler of the Deployment on CPU and/or in-flight requests (CPU at 80 %
 /// when the spec names no target).
+/// The rolling update of a serving Deployment: surge, never remove a serving pod first (a
+/// broken version must not take capacity).
+pub fn surge_strategy() -> DeploymentStrategy {
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(1)),
+            max_unavailable: Some(IntOrString::Int(0)),
+        }),
+    }
+}
+
+/// What a serving Deployment has beside it: the HorizontalPodAutoscaler `autoscaling` asks
+/// for, and a PodDisruptionBudget over `selector` (one pod down at a time) when at least two
+/// pods run at the least.
+pub fn scaling_children(
+    meta: &ObjectMeta,
+    replicas: i32,
+    autoscaling: Option<&mooring_crds::model_deployment::AutoscalingSpec>,
+    selector: LabelSelector,
+) -> (Option<HorizontalPodAutoscaler>, Option<PodDisruptionBudget>) {
+    let autoscaler = autoscaling.map(|a| build_autoscaler(meta, a));
+    let least_replicas = autoscaling.map_or(replicas, |a| a.min_replicas);
+    let disruption_budget = (least_replicas > 1).then(|| PodDisruptionBudget {
+        metadata: meta.clone(),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(selector),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    });
+    (autoscaler, disruption_budget)
+}
+
 pub fn build_autoscaler(
     meta: &ObjectMeta,
     a: &mooring_crds::model_deployment::AutoscalingSpec,

@@ -1,9 +1,18 @@
 //! Publish the Events of a reconcile: the one place Events are reported.
 
-use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
 
 use super::status::{Severity, Transition};
+
+/// The operator's Event recorder: reported by `mooring-operator`, instance `$POD_NAME`.
+pub fn recorder(client: Client) -> Recorder {
+    let reporter = Reporter {
+        controller: "mooring-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    Recorder::new(client, reporter)
+}
 
 /// Publish `transitions` about `object` (a ModelDeployment, a DriftMonitor, a ChatService). A failure to
 /// publish is logged, not returned: Events are for people, and must not fail or repeat a

@@ -146,10 +146,7 @@ fn md_with_status(status_yaml: &str) -> ModelDeployment {
     md
 }
 
-/// Run `reconcile` against the scripted server `script`; both must finish.
-/// Run `reconcile` against the scripted server `script`; both must finish. The script hands
-/// the server back so it stays up: a request beyond the script then goes unanswered and the
-/// reconcile hangs into the timeout, rather than failing quietly (as an Event would).
+/// Run `reconcile` against the scripted server `script` (see [`mock_api::run_scripted`]).
 async fn run<F>(
     md: ModelDeployment,
     registry: Arc<FakeRegistry>,
@@ -160,16 +157,9 @@ where
 {
     let (client, server) = mock_api::pair();
     let ctx = context(client, registry);
-    let scripted = tokio::spawn(script(server));
-    let action = tokio::time::timeout(mock_api::STEP_TIMEOUT, reconcile(Arc::new(md), ctx.clone()))
+    let action = mock_api::run_scripted(server, reconcile(Arc::new(md), ctx.clone()), script)
         .await
-        .expect("reconcile hung: it sent a request the script did not expect")
         .expect("reconcile failed");
-    let server = tokio::time::timeout(mock_api::STEP_TIMEOUT, scripted)
-        .await
-        .expect("script unfinished")
-        .expect("script panicked");
-    drop(server);
     (action, ctx.metrics.clone())
 }
 
@@ -613,16 +603,7 @@ where
 {
     let (client, server) = mock_api::pair();
     let ctx = context(client, registry);
-    let scripted = tokio::spawn(script(server));
-    let result = tokio::time::timeout(mock_api::STEP_TIMEOUT, reconcile(Arc::new(md), ctx))
-        .await
-        .expect("reconcile hung: it sent a request the script did not expect");
-    drop(
-        tokio::time::timeout(mock_api::STEP_TIMEOUT, scripted)
-            .await
-            .expect("script unfinished")
-            .expect("script panicked"),
-    );
+    let result = mock_api::run_scripted(server, reconcile(Arc::new(md), ctx), script).await;
     result.expect_err("the reconcile must fail, to be retried with backoff")
 }
 

@@ -29,7 +29,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -117,12 +117,8 @@ impl Context {
         metrics: Metrics,
         default_image: String,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "mooring-operator".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: events::recorder(client.clone()),
             client,
             connector,
             metrics,
@@ -210,6 +206,17 @@ impl Backoff {
     }
 }
 
+/// The requeue after a transient failure of `object`: `delay` (its next backoff), logged
+/// with the error. Every controller's `error_policy`.
+pub(crate) fn requeue_after(
+    object: &impl ResourceExt,
+    error: &dyn std::fmt::Display,
+    delay: Duration,
+) -> Action {
+    tracing::warn!(name = %object.name_any(), namespace = ?object.namespace(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
 fn object_key(md: &ModelDeployment) -> String {
     format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any())
 }
@@ -218,26 +225,65 @@ fn object_key(md: &ModelDeployment) -> String {
 pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_steps(&md, &ctx).await;
-    let m = &ctx.metrics;
-    m.duration
-        .with_label_values(&[CONTROLLER])
-        .observe(started.elapsed().as_secs_f64());
-    match &result {
-        Ok(_) => m.reconciles.with_label_values(&[CONTROLLER, "ok"]).inc(),
-        Err(e) => {
-            m.reconciles.with_label_values(&[CONTROLLER, "error"]).inc();
-            m.errors.with_label_values(&[CONTROLLER, e.reason()]).inc();
-        }
-    }
+    let failed = result.as_ref().err().map(Error::reason);
+    ctx.metrics.reconciled(CONTROLLER, started, failed);
     result
 }
 
 /// Transient failures: retry with backoff. (Invalid specs never get here: the reconcile
 /// reports them in the status and waits for a change.)
 pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&object_key(&md));
-    tracing::warn!(name = %md.name_any(), namespace = ?md.namespace(), error = %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    crate::controller::requeue_after(md.as_ref(), error, ctx.backoff(&object_key(&md)))
+}
+
+/// The resolve step of every controller that follows a registry alias: asks the registry
+/// what `target` names now and, while a rollback pin is in force, about the pinned version,
+/// then decides the version to run from those answers and `status`. A registry that gave no
+/// usable answer counts in `errors` under `controller`.
+pub(crate) async fn resolve_version(
+    ctx: &Context,
+    controller: &str,
+    config: &mooring_registry::RegistryConfig,
+    target: &validate::ModelTarget,
+    status: &mooring_crds::ModelDeploymentStatus,
+    pins: &resolve::PinContext,
+) -> resolve::Decision {
+    let registry = ctx.registry(config);
+    let spec_lookup = match &registry {
+        Ok(registry) => lookup(registry, &target.model_ref()).await,
+        Err(err) if err.is_transient() => Lookup::Unreachable(err.to_string()),
+        Err(err) => Lookup::Rejected {
+            reason: err.reason(),
+            message: err.to_string(),
+        },
+    };
+    let alias_version = match &spec_lookup {
+        Lookup::Found(v) if matches!(target, validate::ModelTarget::Alias { .. }) => {
+            Some(v.version.as_str())
+        }
+        _ => None,
+    };
+    let pin_lookup = match (
+        resolve::pin_in_force(target, alias_version, status, pins),
+        &registry,
+    ) {
+        (Some(pin), Ok(registry)) => Some(
+            lookup(
+                registry,
+                &mooring_registry::ModelRef::version(target.name(), &pin.version),
+            )
+            .await,
+        ),
+        _ => None,
+    };
+    let decision = resolve::decide(target, status, &spec_lookup, pin_lookup.as_ref(), pins);
+    if let Err((reason, _)) = &decision.registry {
+        ctx.metrics
+            .errors
+            .with_label_values(&[controller, reason])
+            .inc();
+    }
+    decision
 }
 
 /// Ask the registry, within [`REGISTRY_DEADLINE`].
@@ -329,41 +375,7 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
     // resolve
     let target = &valid.target;
     let pins = pin_context(md, &now);
-    let registry = ctx.registry(&config);
-    let spec_lookup = match &registry {
-        Ok(registry) => lookup(registry, &target.model_ref()).await,
-        Err(err) if err.is_transient() => Lookup::Unreachable(err.to_string()),
-        Err(err) => Lookup::Rejected {
-            reason: err.reason(),
-            message: err.to_string(),
-        },
-    };
-    let alias_version = match &spec_lookup {
-        Lookup::Found(v) if matches!(target, validate::ModelTarget::Alias { .. }) => {
-            Some(v.version.as_str())
-        }
-        _ => None,
-    };
-    let pin_lookup = match (
-        resolve::pin_in_force(target, alias_version, &old, &pins),
-        &registry,
-    ) {
-        (Some(pin), Ok(registry)) => Some(
-            lookup(
-                registry,
-                &mooring_registry::ModelRef::version(target.name(), &pin.version),
-            )
-            .await,
-        ),
-        _ => None,
-    };
-    let decision = resolve::decide(target, &old, &spec_lookup, pin_lookup.as_ref(), &pins);
-    if let Err((reason, _)) = &decision.registry {
-        ctx.metrics
-            .errors
-            .with_label_values(&[CONTROLLER, reason])
-            .inc();
-    }
+    let decision = resolve_version(ctx, CONTROLLER, &config, target, &old, &pins).await;
 
     // build, apply, read back
     let observation = match &decision.version {

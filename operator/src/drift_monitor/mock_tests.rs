@@ -146,8 +146,7 @@ fn context(client: kube::Client, registry: Arc<FakeRegistry>) -> Arc<Context> {
     Arc::new(ctx)
 }
 
-/// Run `reconcile` against the scripted server; both must finish, and the script keeps the
-/// server up so that a request beyond it hangs the reconcile into the timeout.
+/// Run `reconcile` against the scripted server `script` (see [`mock_api::run_scripted`]).
 async fn run<F>(
     dm: DriftMonitor,
     registry: Arc<FakeRegistry>,
@@ -158,16 +157,9 @@ where
 {
     let (client, server) = mock_api::pair();
     let ctx = context(client, registry);
-    let scripted = tokio::spawn(script(server));
-    let action = tokio::time::timeout(mock_api::STEP_TIMEOUT, reconcile(Arc::new(dm), ctx.clone()))
+    let action = mock_api::run_scripted(server, reconcile(Arc::new(dm), ctx.clone()), script)
         .await
-        .expect("reconcile hung: it sent a request the script did not expect")
         .expect("reconcile failed");
-    let server = tokio::time::timeout(mock_api::STEP_TIMEOUT, scripted)
-        .await
-        .expect("script unfinished")
-        .expect("script panicked");
-    drop(server);
     (action, ctx.metrics.clone())
 }
 

@@ -29,7 +29,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -105,12 +105,8 @@ impl Context {
         metrics: Metrics,
         default_image: String,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "mooring-operator".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: events::recorder(client.clone()),
             client,
             connector,
             metrics,
@@ -138,29 +134,18 @@ fn object_key(dm: &DriftMonitor) -> String {
 pub async fn reconcile(dm: Arc<DriftMonitor>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_steps(&dm, &ctx).await;
-    let m = &ctx.metrics;
-    m.duration
-        .with_label_values(&[CONTROLLER])
-        .observe(started.elapsed().as_secs_f64());
-    match &result {
-        Ok(_) => {
-            ctx.reset_backoff(&object_key(&dm));
-            m.reconciles.with_label_values(&[CONTROLLER, "ok"]).inc()
-        }
-        Err(e) => {
-            m.reconciles.with_label_values(&[CONTROLLER, "error"]).inc();
-            m.errors.with_label_values(&[CONTROLLER, e.reason()]).inc();
-        }
+    if result.is_ok() {
+        ctx.reset_backoff(&object_key(&dm));
     }
+    let failed = result.as_ref().err().map(Error::reason);
+    ctx.metrics.reconciled(CONTROLLER, started, failed);
     result
 }
 
 /// Transient failures: retry with backoff. (Invalid specs never get here: the reconcile
 /// reports them in the status and waits for a change.)
 pub fn error_policy(dm: Arc<DriftMonitor>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&object_key(&dm));
-    tracing::warn!(name = %dm.name_any(), namespace = ?dm.namespace(), error = %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    crate::controller::requeue_after(dm.as_ref(), error, ctx.backoff(&object_key(&dm)))
 }
 
 /// The APIs of one namespace.

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -66,7 +67,8 @@ pub struct Delivery {
 }
 
 /// POST `payload` to `url`, signed with `secret` when given; retries connection errors,
-/// 429 and 5xx with doubling backoff (virtual time in tests: `tokio::time`).
+/// 429 and 5xx with doubling backoff, at most `ATTEMPTS` tries (virtual time in tests:
+/// `tokio::time`).
 pub async fn deliver(
     http: &reqwest::Client,
     url: &str,
@@ -83,8 +85,9 @@ pub async fn deliver(
             };
         }
     };
-    let mut error = None;
-    for attempt in 1..=ATTEMPTS {
+    let mut attempts = 0;
+    let attempt = || {
+        attempts += 1;
         let mut request = http
             .post(url)
             .timeout(ATTEMPT_TIMEOUT)
@@ -93,40 +96,43 @@ pub async fn deliver(
         if let Some(key) = secret {
             request = request.header(SIGNATURE_HEADER, format!("sha256={}", sign(key, &body)));
         }
-        let retry = match request.send().await {
-            Ok(r) if r.status().is_success() => {
-                return Delivery {
-                    delivered: true,
-                    attempts: attempt,
-                    error: None,
-                };
+        async move {
+            match request.send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => {
+                    let status = r.status();
+                    Err(Failure {
+                        error: format!("{url} answered {status}"),
+                        retry: status.is_server_error() || status.as_u16() == 429,
+                    })
+                }
+                Err(e) => Err(Failure {
+                    error: format!("{url}: {e}"),
+                    retry: true,
+                }),
             }
-            Ok(r) => {
-                let status = r.status();
-                error = Some(format!("{url} answered {status}"));
-                status.is_server_error() || status.as_u16() == 429
-            }
-            Err(e) => {
-                error = Some(format!("{url}: {e}"));
-                true
-            }
-        };
-        if !retry {
-            return Delivery {
-                delivered: false,
-                attempts: attempt,
-                error,
-            };
         }
-        if attempt < ATTEMPTS {
-            tokio::time::sleep(BACKOFF_BASE * 2u32.pow(attempt - 1)).await;
-        }
-    }
+    };
+    let outcome = attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(BACKOFF_BASE)
+                .with_max_times(ATTEMPTS as usize - 1),
+        )
+        .sleep(tokio::time::sleep)
+        .when(|f: &Failure| f.retry)
+        .await;
     Delivery {
-        delivered: false,
-        attempts: ATTEMPTS,
-        error,
+        delivered: outcome.is_ok(),
+        attempts,
+        error: outcome.err().map(|f| f.error),
     }
+}
+
+/// Why an attempt failed, and whether another may succeed.
+struct Failure {
+    error: String,
+    retry: bool,
 }
 
 #[cfg(test)]
