@@ -9,7 +9,10 @@
 #   RUNS=5 MAX_TOKENS=128 PROFILE=release bench/chat-engine/run.sh 1 2
 #
 # Needs `scripts/setup.sh test` (the GGUF and llama-server). Wall-clock figures on a busy
-# machine are noisy: compare the ratios, and note the load average printed first.
+# machine are noisy: compare the ratios, and note the load average printed first. The CPU
+# level differs unless you align it: setup.sh builds llama-server with -march=native, the
+# workspace builds llama.cpp for x86-64-v3 (.cargo/config.toml); RUSTFLAGS="-C
+# target-cpu=native" builds ours native too (a full rebuild into its own target directory).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
