@@ -6,8 +6,8 @@
 #   scripts/setup.sh chat   + the chat models: SmolLM2 GGUF, all-MiniLM-L6-v2 (enough for
 #                           `serve --chat` with the local model and the semantic cache)
 #   scripts/setup.sh test   + Python venv for third-party client checks, MLflow, SciPy;
-#                           llama.cpp's llama-server; redis-server and postgresql (Debian)
-#                           if missing
+#                           llama.cpp's llama-server; redis-server, postgresql, cmake and
+#                           libclang-dev (Debian) if missing
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -98,6 +98,14 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# bindgen loads libclang.so (Debian: libclang-dev; libclang1-NN has only the versioned name).
+has_libclang() {
+    [ -n "${LIBCLANG_PATH:-}" ] && return 0
+    local f
+    for f in /usr/lib/llvm-*/lib/libclang.so /usr/lib/*/libclang.so; do [ -e "$f" ] && return 0; done
+    return 1
+}
+
 system_packages() {
     local missing=()
     command -v redis-server >/dev/null || missing+=(redis-server)
@@ -105,6 +113,9 @@ system_packages() {
     # PostgreSQL's server binaries live under /usr/lib/postgresql/<version>/bin, off PATH.
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
         || missing+=(postgresql)
+    # cmake and libclang (bindgen) build llama.cpp into the chat crate (llama-cpp-sys-2).
+    command -v cmake >/dev/null || missing+=(cmake)
+    has_libclang || missing+=(libclang-dev)
     [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 

@@ -76,9 +76,26 @@ pub struct ChatArgs {
     #[arg(long, env = "MOORING_CHAT_REPEAT_PENALTY", default_value_t = 1.1)]
     pub chat_repeat_penalty: f32,
 
-    /// Requests allowed to wait for the local model; more get 429.
+    /// Requests allowed to wait for a free slot of the local model; more get 429.
     #[arg(long, env = "MOORING_CHAT_QUEUE", default_value_t = 8)]
     pub chat_queue: usize,
+
+    /// CPU threads of the local model. Default: `CANDLE_NUM_THREADS` if set (it also sizes
+    /// the semantic cache's embedding model), else the CPUs the container may use (its
+    /// cgroup CPU limit). More threads than CPUs makes generation several times slower.
+    #[arg(long, env = "MOORING_CHAT_THREADS")]
+    pub chat_threads: Option<usize>,
+
+    /// Generations the local model decodes together (continuous batching); also how many
+    /// conversations keep their computed prompt (KV cache) for their next turn.
+    #[arg(long, env = "MOORING_CHAT_PARALLEL", default_value_t = 4)]
+    pub chat_parallel: usize,
+
+    /// Size of the local model's KV cache in tokens, shared by the parallel generations and
+    /// the kept conversations (least recently used dropped first): the memory bound. A
+    /// prompt plus its max_tokens must fit in it.
+    #[arg(long, env = "MOORING_CHAT_CACHE_TOKENS", default_value_t = 8192)]
+    pub chat_cache_tokens: usize,
 
     /// Connect timeout to a remote backend, in seconds.
     #[arg(long, env = "MOORING_CHAT_CONNECT_TIMEOUT_SECS", default_value_t = 5)]

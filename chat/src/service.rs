@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::auth::Auth;
 use crate::backend::limit::Limited;
-use crate::backend::local::{LocalBackend, LocalOptions};
+use crate::backend::local::{EngineOptions, LocalBackend, LocalOptions, default_threads};
 use crate::backend::ollama::OllamaBackend;
 use crate::backend::openai::{OpenAiBackend, RemoteOptions};
 use crate::backend::retry::RetryPolicy;
@@ -231,9 +231,27 @@ async fn build_backend(args: &ChatArgs) -> Result<Arc<dyn Backend>, BuildError> 
                 repeat_penalty: args.chat_repeat_penalty,
                 queue: args.chat_queue,
             };
-            let backend = tokio::task::spawn_blocking(move || LocalBackend::load(options))
-                .await
-                .map_err(|e| BackendError::Load(format!("the loading thread failed: {e}")))??;
+            for (flag, value) in [
+                ("--chat-parallel", args.chat_parallel),
+                ("--chat-cache-tokens", args.chat_cache_tokens),
+                ("--chat-threads", args.chat_threads.unwrap_or(1)),
+            ] {
+                if value == 0 {
+                    return Err(BuildError::Config {
+                        flag,
+                        message: "must be at least 1".into(),
+                    });
+                }
+            }
+            let engine = EngineOptions {
+                threads: args.chat_threads.unwrap_or_else(default_threads),
+                parallel: args.chat_parallel,
+                cache_tokens: args.chat_cache_tokens,
+            };
+            let backend =
+                tokio::task::spawn_blocking(move || LocalBackend::load_with(options, engine))
+                    .await
+                    .map_err(|e| BackendError::Load(format!("the loading thread failed: {e}")))??;
             Arc::new(backend)
         }
         BackendKind::Openai => Arc::new(Limited::new(

@@ -34,7 +34,7 @@ pub const BACKEND_API_KEY_ENV: &str = "MOORING_CHAT_BACKEND_API_KEY";
 pub const REDIS_URL_ENV: &str = "MOORING_CHAT_REDIS_URL";
 /// The PostgreSQL URL, from its Secret (it carries a password).
 pub const POSTGRES_URL_ENV: &str = "MOORING_CHAT_POSTGRES_URL";
-/// CPU threads of the local model (candle).
+/// CPU threads of the local model (llama.cpp) and of the semantic cache's embedding model (candle).
 pub const THREADS_ENV: &str = "CANDLE_NUM_THREADS";
 /// Where the keys file Secret is mounted: a directory mount (not `subPath`), so the kubelet
 /// updates the file when the Secret changes and the server reloads it.

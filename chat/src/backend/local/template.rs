@@ -1,6 +1,11 @@
 //! Renders a conversation into the prompt text the model was trained on, using the Jinja
 //! chat template from the GGUF metadata (ChatML for SmolLM2). Models without a template
 //! get plain ChatML.
+//!
+//! Templates may write `bos_token` (Llama 3, Mistral, Gemma): it renders empty, as llama.cpp
+//! adds the BOS token itself when the GGUF asks for it (`tokenizer.ggml.add_bos_token`), and
+//! twice would be wrong. `eos_token` renders as the model's, and `raise_exception` fails the
+//! request with the template's message (Gemma refuses a system message that way).
 
 use minijinja::{Environment, context};
 
@@ -20,15 +25,25 @@ pub enum TemplateError {
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    eos_token: String,
 }
 
 impl ChatTemplate {
-    pub fn new(source: Option<String>) -> Result<Self, TemplateError> {
+    pub fn new(source: Option<String>, eos_token: String) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
+        env.add_function(
+            "raise_exception",
+            |message: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    message,
+                ))
+            },
+        );
         let source = source.unwrap_or_else(|| CHATML.to_string());
         env.add_template_owned("chat", source)
             .map_err(|e| TemplateError::Compile(e.to_string()))?;
-        Ok(ChatTemplate { env })
+        Ok(ChatTemplate { env, eos_token })
     }
 
     /// The prompt for `messages`, ending where the assistant's answer begins.
@@ -42,7 +57,12 @@ impl ChatTemplate {
             .get_template("chat")
             .map_err(|e| TemplateError::Render(e.to_string()))?;
         template
-            .render(context! { messages => messages, add_generation_prompt => true })
+            .render(context! {
+                messages => messages,
+                add_generation_prompt => true,
+                bos_token => "",
+                eos_token => self.eos_token,
+            })
             .map_err(|e| TemplateError::Render(e.to_string()))
     }
 }
@@ -54,7 +74,7 @@ mod tests {
 
     #[test]
     fn chatml_fallback_renders_turns_and_generation_prompt() {
-        let t = ChatTemplate::new(None).unwrap();
+        let t = ChatTemplate::new(None, "<|im_end|>".into()).unwrap();
         let text = t
             .render(&[
                 ChatMessage::new(Role::System, "Be brief."),
@@ -64,6 +84,21 @@ mod tests {
         assert_eq!(
             text,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn templates_get_eos_token_and_raise_exception_fails_the_request() {
+        let source = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{{ bos_token }}{% for m in messages %}{{ m['content'] + eos_token }}{% endfor %}";
+        let t = ChatTemplate::new(Some(source.into()), "</s>".into()).unwrap();
+        let user = ChatMessage::new(Role::User, "Hi");
+        assert_eq!(t.render(std::slice::from_ref(&user)).unwrap(), "Hi</s>");
+        let err = t
+            .render(&[ChatMessage::new(Role::System, "Be brief."), user])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("System role not supported"),
+            "{err}"
         );
     }
 }
