@@ -5,6 +5,24 @@
 
 use std::time::Instant;
 
+/// User + system CPU seconds of this process so far, all threads (from /proc/self/stat):
+/// on a busy machine the wall clock says more about the neighbours than about the work.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rfind(')')
+        .map(|i| stat[i + 2..].split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 use mooring_drift::check::{CheckConfig, Dataset, run_check};
 use mooring_drift::log::{ReadQuery, S3Options, read_records};
 use mooring_drift::stats::{Column, TestChoice, TestKind, run_test};
@@ -21,7 +39,7 @@ async fn main() {
     let reference = Dataset::from_csv(&bytes, &reference).expect("parse the reference CSV");
     let ref_time = t.elapsed();
 
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let query = ReadQuery {
         model: "perf".into(),
         ..Default::default()
@@ -29,10 +47,10 @@ async fn main() {
     let (records, stats) = read_records(&format!("file://{logs}"), &query, &S3Options::default())
         .await
         .expect("read the log");
-    let load_time = t.elapsed();
+    let (load_time, load_cpu) = (t.elapsed(), cpu_seconds() - cpu);
 
     // The whole check after loading: column extraction + sorting + tests + histograms.
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let report = run_check(
         "perf",
         None,
@@ -42,7 +60,7 @@ async fn main() {
         &CheckConfig::default(),
     )
     .expect("check runs");
-    let check_time = t.elapsed();
+    let (check_time, check_cpu) = (t.elapsed(), cpu_seconds() - cpu);
 
     // The statistics alone on prepared (sorted) columns, per test.
     let names: Vec<String> = reference.columns.keys().cloned().collect();
@@ -67,14 +85,21 @@ async fn main() {
     );
     println!("load reference.csv: {:.3} s", ref_time.as_secs_f64());
     println!(
-        "load prediction log ({} files, {} lines): {:.3} s",
+        "load prediction log ({} files, {} lines): {:.3} s (CPU {:.2} s)",
         stats.files,
         stats.lines,
-        load_time.as_secs_f64()
+        load_time.as_secs_f64(),
+        load_cpu
     );
     println!(
-        "check after loading (columns + default tests + histograms): {:.3} s",
-        check_time.as_secs_f64()
+        "check after loading (columns + default tests + histograms): {:.3} s (CPU {:.2} s)",
+        check_time.as_secs_f64(),
+        check_cpu
+    );
+    println!(
+        "load + check: {:.3} s (CPU {:.2} s)",
+        (load_time + check_time).as_secs_f64(),
+        load_cpu + check_cpu
     );
     for test in [
         TestKind::Wasserstein,

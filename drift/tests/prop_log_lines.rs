@@ -153,3 +153,144 @@ fn a_probability_reads_back_to_the_bit() {
     parse_lines(&line, &query(), &mut read, &mut stats);
     assert_eq!(read, vec![r]);
 }
+
+/// A JSON number as text, in every form the grammar allows (and a few it does not).
+fn number_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "-?(0|[1-9][0-9]{0,20})(\\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?",
+        Just("-0".to_string()),
+        Just("01".to_string()),
+        Just("1.".to_string()),
+        Just("1e999".to_string()),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| f.to_string()),
+        any::<i64>().prop_map(|i| i.to_string()),
+    ]
+}
+
+/// A JSON string literal with plain text and escapes, some of them invalid.
+fn string_text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        "[a-zé m]{0,4}",
+        Just(r#"\""#.to_string()),
+        Just(r"\\".to_string()),
+        Just(r"\/".to_string()),
+        Just(r"\n\t\r\b\f".to_string()),
+        Just(r"\u006d".to_string()),
+        Just(r"\u00e9".to_string()),
+        Just(r"\ud83d\ude00".to_string()),
+        Just(r"\ud800".to_string()),
+        Just(r"\udc00x".to_string()),
+        Just(r"\x".to_string()),
+        Just("\t".to_string()),
+    ];
+    prop::collection::vec(piece, 0..4).prop_map(|p| format!("\"{}\"", p.concat()))
+}
+
+/// Any JSON value (and near-JSON), nested a little.
+fn value_text() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        number_text(),
+        string_text(),
+        Just("null".to_string()),
+        Just("true".to_string()),
+        Just("false".to_string()),
+    ];
+    leaf.prop_recursive(3, 12, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+            prop::collection::vec((string_text(), inner), 0..4).prop_map(|v| {
+                let fields: Vec<String> = v.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                format!("{{{}}}", fields.join(","))
+            }),
+        ]
+    })
+}
+
+/// One field of a log line: usually a well-typed one, sometimes anything.
+fn field_text() -> impl Strategy<Value = String> {
+    let f64s = prop::collection::vec(number_text(), 0..3)
+        .prop_map(|v| format!("[{}]", v.join(",")))
+        .boxed();
+    let arrays = prop::collection::vec((string_text(), f64s.clone()), 0..3)
+        .prop_map(|v| {
+            let e: Vec<String> = v.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            format!("{{{}}}", e.join(","))
+        })
+        .boxed();
+    let feature = prop_oneof![
+        number_text(),
+        string_text(),
+        Just("null".to_string()),
+        Just("true".to_string()),
+        value_text(),
+    ];
+    let features = prop::collection::vec((string_text(), feature), 0..4).prop_map(|v| {
+        let e: Vec<String> = v.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        format!("{{{}}}", e.join(","))
+    });
+    let prediction_field = prop_oneof![
+        prop_oneof![number_text(), Just("null".into())]
+            .prop_map(|v| format!(r#""class_index":{v}"#)),
+        prop_oneof![string_text(), Just("null".into())].prop_map(|v| format!(r#""label":{v}"#)),
+        prop_oneof![f64s.clone(), Just("null".into())]
+            .prop_map(|v| format!(r#""probabilities":{v}"#)),
+        prop_oneof![arrays.clone(), Just("null".into())].prop_map(|v| format!(r#""outputs":{v}"#)),
+        (string_text(), value_text()).prop_map(|(k, v)| format!("{k}:{v}")),
+    ];
+    let prediction =
+        prop::collection::vec(prediction_field, 0..4).prop_map(|v| format!("{{{}}}", v.join(",")));
+    prop_oneof![
+        4 => prop_oneof![number_text(), Just("-0".into())].prop_map(|v| format!(r#""ts_ms":{v}"#)),
+        4 => prop_oneof![Just(r#""m""#.to_string()), Just(r#""\u006d""#.to_string()), string_text()].prop_map(|v| format!(r#""model":{v}"#)),
+        3 => string_text().prop_map(|v| format!(r#""version":{v}"#)),
+        3 => string_text().prop_map(|v| format!(r#""request_id":{v}"#)),
+        3 => string_text().prop_map(|v| format!(r#""protocol":{v}"#)),
+        3 => features.prop_map(|v| format!(r#""features":{v}"#)),
+        1 => prop_oneof![arrays, Just("null".into())].prop_map(|v| format!(r#""raw_inputs":{v}"#)),
+        2 => prediction.prop_map(|v| format!(r#""prediction":{v}"#)),
+        1 => value_text().prop_map(|v| format!(r#""features":{v}"#)),
+        1 => (string_text(), value_text()).prop_map(|(k, v)| format!("{k}:{v}")),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The reader's fast path and serde_json read every line alike: the same records, the
+    /// same lines refused.
+    #[test]
+    fn lines_of_any_shape_read_as_serde_json_reads_them(
+        lines in prop::collection::vec((prop::collection::vec(field_text(), 0..9), " ?", " ?"), 1..6),
+    ) {
+        let lines: Vec<String> = lines
+            .into_iter()
+            .map(|(fields, a, b)| format!("{a}{{{}}}{b}", fields.join(&format!(",{a}"))))
+            .collect();
+        let mut bytes = Vec::new();
+        let mut expected = Vec::new();
+        let mut invalid = 0;
+        for line in &lines {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+            match serde_json::from_str::<PredictionRecord>(line) {
+                Ok(r) if r.model == "m" => expected.push(r),
+                Ok(_) => {}
+                Err(_) => invalid += 1,
+            }
+        }
+        let (mut read, mut stats) = (Vec::new(), ReadStats::default());
+        parse_lines(&bytes, &query(), &mut read, &mut stats);
+        prop_assert_eq!(&read, &expected, "{:#?}", lines);
+        prop_assert_eq!(stats.invalid_lines, invalid);
+        // To the bit: -0.0 and 0.0 are equal but not the same feature value.
+        let bits = |rs: &[PredictionRecord]| -> Vec<u64> {
+            rs.iter()
+                .flat_map(|r| r.features.values())
+                .filter_map(|v| match v { FeatureValue::Number(x) => Some(x.to_bits()), _ => None })
+                .collect()
+        };
+        prop_assert_eq!(bits(&read), bits(&expected));
+    }
+}

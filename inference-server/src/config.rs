@@ -99,6 +99,7 @@ impl BatchingArgs {
             max_queue_delay: Duration::from_micros(self.max_queue_delay_us),
             queue_capacity: self.queue_capacity as usize,
             workers: self.workers as usize,
+            ..BatchConfig::default()
         }
     }
 }

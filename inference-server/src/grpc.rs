@@ -80,21 +80,22 @@ fn from_contents(
     })
 }
 
-fn to_contents(data: &TensorData) -> InferTensorContents {
+/// A buffer → typed `contents` (moved, not copied, where the types agree).
+fn to_contents(data: TensorData) -> InferTensorContents {
     let mut c = InferTensorContents::default();
     match data {
-        TensorData::Bool(v) => c.bool_contents = v.clone(),
-        TensorData::U8(v) => c.uint_contents = v.iter().map(|&x| x as u32).collect(),
-        TensorData::U16(v) => c.uint_contents = v.iter().map(|&x| x as u32).collect(),
-        TensorData::U32(v) => c.uint_contents = v.clone(),
-        TensorData::U64(v) => c.uint64_contents = v.clone(),
-        TensorData::I8(v) => c.int_contents = v.iter().map(|&x| x as i32).collect(),
-        TensorData::I16(v) => c.int_contents = v.iter().map(|&x| x as i32).collect(),
-        TensorData::I32(v) => c.int_contents = v.clone(),
-        TensorData::I64(v) => c.int64_contents = v.clone(),
-        TensorData::F32(v) => c.fp32_contents = v.clone(),
-        TensorData::F64(v) => c.fp64_contents = v.clone(),
-        TensorData::Bytes(v) => c.bytes_contents = v.iter().map(|b| b.0.clone()).collect(),
+        TensorData::Bool(v) => c.bool_contents = v,
+        TensorData::U8(v) => c.uint_contents = v.into_iter().map(u32::from).collect(),
+        TensorData::U16(v) => c.uint_contents = v.into_iter().map(u32::from).collect(),
+        TensorData::U32(v) => c.uint_contents = v,
+        TensorData::U64(v) => c.uint64_contents = v,
+        TensorData::I8(v) => c.int_contents = v.into_iter().map(i32::from).collect(),
+        TensorData::I16(v) => c.int_contents = v.into_iter().map(i32::from).collect(),
+        TensorData::I32(v) => c.int_contents = v,
+        TensorData::I64(v) => c.int64_contents = v,
+        TensorData::F32(v) => c.fp32_contents = v,
+        TensorData::F64(v) => c.fp64_contents = v,
+        TensorData::Bytes(v) => c.bytes_contents = v.into_iter().map(|b| b.0).collect(),
     }
     c
 }
@@ -224,18 +225,19 @@ impl GrpcInferenceService for InferenceService {
         let mut raw_output_contents = Vec::new();
         let outputs = response
             .outputs
-            .iter()
+            .into_iter()
             .map(|t| {
+                let datatype = t.datatype().as_str().into();
                 let contents = if raw {
                     raw_output_contents.push(t.data.to_le_bytes());
                     None
                 } else {
-                    Some(to_contents(&t.data))
+                    Some(to_contents(t.data))
                 };
                 InferOutputTensor {
-                    name: t.name.clone(),
-                    datatype: t.datatype().as_str().into(),
-                    shape: t.shape.clone(),
+                    name: t.name,
+                    datatype,
+                    shape: t.shape,
                     parameters: Default::default(),
                     contents,
                 }

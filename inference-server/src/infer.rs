@@ -2,8 +2,8 @@
 //! run → observe) and its metrics.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mooring_registry::{FetchedModel, Signature};
@@ -25,6 +25,8 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    const COUNT: usize = 4;
+
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Rest => "rest",
@@ -72,6 +74,15 @@ pub struct LoadedModel {
     pub signature: Signature,
     pub platform: &'static str,
     handle: ModelHandle,
+    /// The metric series of this version's successful requests, by protocol, looked up once
+    /// (on first use, so a protocol never used shows no series).
+    ok_series: [OnceLock<OkSeries>; Protocol::COUNT],
+}
+
+/// The series a successful request of one model version and protocol updates.
+struct OkSeries {
+    requests: prometheus::IntCounter,
+    seconds: prometheus::Histogram,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -134,22 +145,37 @@ impl LoadedModel {
             signature,
             platform: "onnxruntime_onnx",
             handle,
+            ok_series: Default::default(),
+        })
+    }
+
+    fn ok_series(&self, metrics: &Metrics, protocol: Protocol) -> &OkSeries {
+        self.ok_series[protocol as usize].get_or_init(|| OkSeries {
+            requests: metrics.requests.with_label_values(&[
+                &self.name,
+                &self.version,
+                protocol.as_str(),
+                "ok",
+            ]),
+            seconds: metrics
+                .request_seconds
+                .with_label_values(&[&self.name, protocol.as_str()]),
         })
     }
 }
 
 /// One request counted in the in-flight gauge until it is dropped: a request cancelled
 /// mid-await (client disconnect, gRPC deadline) is dropped too, and must not leak its +1.
-struct InFlight(prometheus::IntGauge);
+struct InFlight<'a>(&'a prometheus::IntGauge);
 
-impl InFlight {
-    fn enter(gauge: &prometheus::IntGauge) -> Self {
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a prometheus::IntGauge) -> Self {
         gauge.inc();
-        InFlight(gauge.clone())
+        InFlight(gauge)
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -303,51 +329,72 @@ impl ServerState {
     pub async fn infer(&self, request: InferRequest, protocol: Protocol) -> Result<InferResponse> {
         let started = Instant::now();
         let in_flight = InFlight::enter(&self.metrics.in_flight);
-        // Unknown names and versions get fixed labels: a client cannot grow the series.
-        let (label_model, label_version) =
-            match self.model(&request.model, request.version.as_deref()) {
-                Ok(m) => (m.name.clone(), m.version.clone()),
-                Err(_) if self.models.contains_key(&request.model) => {
-                    (request.model.clone(), "unknown".to_string())
-                }
-                Err(_) => ("unknown".to_string(), String::new()),
-            };
-        let result = self.infer_inner(request, protocol).await;
+        let model = match self.model(&request.model, request.version.as_deref()) {
+            Ok(m) => m,
+            Err(e) => {
+                drop(in_flight);
+                // Unknown names and versions get fixed labels: a client cannot grow the series.
+                let (name, version) = if self.models.contains_key(&request.model) {
+                    (request.model.as_str(), "unknown")
+                } else {
+                    ("unknown", "")
+                };
+                self.count(name, version, protocol, &e, started);
+                return Err(e);
+            }
+        };
+        let result = self.infer_with(model, request, protocol).await;
         drop(in_flight);
-        let outcome = result.as_ref().map_or_else(ServerError::reason, |_| "ok");
-        self.metrics
-            .requests
-            .with_label_values(&[&label_model, &label_version, protocol.as_str(), outcome])
-            .inc();
-        self.metrics
-            .request_seconds
-            .with_label_values(&[&label_model, protocol.as_str()])
-            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => {
+                let series = model.ok_series(&self.metrics, protocol);
+                series.requests.inc();
+                series.seconds.observe(started.elapsed().as_secs_f64());
+            }
+            Err(e) => self.count(&model.name, &model.version, protocol, e, started),
+        }
         result
     }
 
-    async fn infer_inner(
+    /// Counts a failed request under its outcome.
+    fn count(
         &self,
+        model: &str,
+        version: &str,
+        protocol: Protocol,
+        error: &ServerError,
+        started: Instant,
+    ) {
+        self.metrics
+            .requests
+            .with_label_values(&[model, version, protocol.as_str(), error.reason()])
+            .inc();
+        self.metrics
+            .request_seconds
+            .with_label_values(&[model, protocol.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn infer_with(
+        &self,
+        model: &Arc<LoadedModel>,
         request: InferRequest,
         protocol: Protocol,
     ) -> Result<InferResponse> {
-        let model = self
-            .model(&request.model, request.version.as_deref())?
-            .clone();
         validate_outputs(&model.signature, &request.outputs)?;
         let inputs = validate_inputs(&model.signature, request.inputs)?;
         let id = request.id.filter(|s| !s.is_empty());
-        let request_id = id
-            .clone()
-            .unwrap_or_else(|| self.next_id.fetch_add(1, Ordering::Relaxed).to_string());
         // Only keep a copy of the inputs when someone will look at them.
         let kept_inputs = self.observer.as_ref().map(|_| Arc::new(inputs.clone()));
         let mut outputs = model.handle.infer(inputs).await?;
         if let (Some(observer), Some(inputs)) = (&self.observer, kept_inputs) {
+            let request_id = id
+                .clone()
+                .unwrap_or_else(|| self.next_id.fetch_add(1, Ordering::Relaxed).to_string());
             observer.observe(InferenceRecord {
                 model: model.name.clone(),
                 version: model.version.clone(),
-                request_id: request_id.clone(),
+                request_id,
                 protocol,
                 inputs,
                 outputs: Arc::new(outputs.clone()),

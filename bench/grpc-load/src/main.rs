@@ -73,6 +73,9 @@ fn request(args: &Args) -> ModelInferRequest {
 struct WorkerResult {
     histogram: Histogram<u64>,
     errors: u64,
+    /// Calls answered, warm-up included: what the server's CPU time over the whole run is
+    /// divided by.
+    sent: u64,
 }
 
 async fn worker(
@@ -86,12 +89,14 @@ async fn worker(
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut errors = 0;
     let mut measured = 0;
+    let mut sent = 0;
     loop {
         let t0 = Instant::now();
         if t0 >= stop_at || measured >= budget {
             break;
         }
         let outcome = client.model_infer(req.clone()).await;
+        sent += 1;
         if t0 >= measure_from {
             measured += 1;
             match outcome {
@@ -100,7 +105,11 @@ async fn worker(
             }
         }
     }
-    Ok(WorkerResult { histogram, errors })
+    Ok(WorkerResult {
+        histogram,
+        errors,
+        sent,
+    })
 }
 
 #[tokio::main]
@@ -134,11 +143,12 @@ async fn main() -> anyhow::Result<()> {
         )));
     }
     let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
+    let (mut errors, mut sent) = (0, 1);
     for t in tasks {
         let r = t.await??;
         total.add(r.histogram)?;
         errors += r.errors;
+        sent += r.sent;
     }
     let elapsed = (Instant::now().min(stop_at) - measure_from).as_secs_f64();
     let ms = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
@@ -146,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "label": args.label, "protocol": "grpc", "connections": args.connections,
-            "requests": total.len(), "errors": errors,
+            "requests": total.len(), "errors": errors, "sent": sent,
             "rps": total.len() as f64 / elapsed,
             "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "max_ms": total.max() as f64 / 1000.0,
         })

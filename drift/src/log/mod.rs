@@ -18,6 +18,7 @@
 //! # let _ = writer; Ok(()) }
 //! ```
 
+mod line;
 pub mod reader;
 pub mod record;
 pub mod sink;

@@ -17,6 +17,7 @@ pub mod binning;
 pub mod distance;
 pub mod kolmogorov;
 pub mod ks;
+pub mod sort;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -128,7 +129,7 @@ impl Column {
     /// Build from raw values: numeric when all parse as numbers.
     pub fn numeric(mut values: Vec<f64>) -> Column {
         values.retain(|v| !v.is_nan());
-        values.sort_unstable_by(f64::total_cmp);
+        sort::sort_floats(&mut values);
         Column::Numeric(values)
     }
 

@@ -6,34 +6,35 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Backend, ExecutionHook, Job};
+use super::{Job, Shared};
 use crate::error::{Result, ServerError};
 use crate::tensor::{Tensor, TensorData};
 
 pub(crate) struct Worker {
-    backend: Box<dyn Backend>,
+    shared: Arc<Shared>,
+    /// This worker's backend in `shared.backends`.
+    backend: usize,
     queue: Arc<Mutex<Receiver<Job>>>,
     max_rows: usize,
     max_delay: Duration,
-    hook: ExecutionHook,
     /// A request taken from the queue that did not fit the previous batch; it starts the next.
     carried: Option<Job>,
 }
 
 impl Worker {
     pub(crate) fn new(
-        backend: Box<dyn Backend>,
+        shared: Arc<Shared>,
+        backend: usize,
         queue: Arc<Mutex<Receiver<Job>>>,
         max_rows: usize,
         max_delay: Duration,
-        hook: ExecutionHook,
     ) -> Self {
         Self {
+            shared,
             backend,
             queue,
             max_rows,
             max_delay,
-            hook,
             carried: None,
         }
     }
@@ -80,32 +81,36 @@ impl Worker {
     }
 
     fn execute(&mut self, mut batch: Vec<Job>) {
-        let started = Instant::now();
+        // Held for the call only; the shortcut of `ModelHandle::infer` may use it in between.
+        let mut backend = self.shared.backends[self.backend]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if batch.len() == 1 {
-            let job = batch.pop().expect("one job");
-            let result = self.backend.run(job.inputs);
-            (self.hook)(job.rows, started.elapsed());
-            let _ = job.reply.send(result);
+            let mut job = batch.pop().expect("one job");
+            let inputs = std::mem::take(&mut job.inputs);
+            let result = self.shared.run(backend.as_mut(), inputs, job.rows);
+            drop(backend);
+            job.answer(result);
             return;
         }
         let row_counts: Vec<usize> = batch.iter().map(|j| j.rows).collect();
         let total: usize = row_counts.iter().sum();
         let merged = merge_inputs(&batch);
         let result = self
-            .backend
-            .run(merged)
+            .shared
+            .run(backend.as_mut(), merged, total)
             .and_then(|outputs| split_outputs(outputs, &row_counts));
-        (self.hook)(total, started.elapsed());
+        drop(backend);
         match result {
             Ok(per_job) => {
                 for (job, outputs) in batch.into_iter().zip(per_job) {
-                    let _ = job.reply.send(Ok(outputs));
+                    job.answer(Ok(outputs));
                 }
             }
             Err(e) => {
                 let message = e.to_string();
                 for job in batch {
-                    let _ = job.reply.send(Err(ServerError::Execution(message.clone())));
+                    job.answer(Err(ServerError::Execution(message.clone())));
                 }
             }
         }
@@ -177,20 +182,27 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::backend::{BatchConfig, ModelHandle};
+    use crate::backend::{Backend, BatchConfig, ExecutionHook, ModelHandle};
 
-    /// Doubles its `[n, 2]` FP32 input and records the batch sizes it was called with.
+    /// Doubles its `[n, 2]` FP32 input and records the batch sizes it was called with, and
+    /// on which thread.
     struct Doubler {
         calls: Arc<Mutex<Vec<usize>>>,
         gate: Option<Arc<Mutex<()>>>,
+        threads: Arc<Mutex<Vec<String>>>,
+        /// Calls started (before the gate).
+        entered: Arc<AtomicUsize>,
     }
 
     impl Backend for Doubler {
         fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+            self.entered.fetch_add(1, Ordering::SeqCst);
             if let Some(gate) = &self.gate {
                 drop(gate.lock().unwrap());
             }
             let x = &inputs[0];
+            let thread = std::thread::current().name().unwrap_or("").to_string();
+            self.threads.lock().unwrap().push(thread);
             self.calls.lock().unwrap().push(x.rows());
             let TensorData::F32(v) = &x.data else {
                 panic!("FP32 expected")
@@ -212,22 +224,116 @@ mod tests {
         }]
     }
 
+    /// What the doublers of one handle saw.
+    #[derive(Default)]
+    struct Seen {
+        calls: Arc<Mutex<Vec<usize>>>,
+        threads: Arc<Mutex<Vec<String>>>,
+        entered: Arc<AtomicUsize>,
+    }
+
     fn spawn(
         config: BatchConfig,
         calls: Arc<Mutex<Vec<usize>>>,
         gate: Option<Arc<Mutex<()>>>,
     ) -> ModelHandle {
+        let seen = Seen {
+            calls,
+            ..Default::default()
+        };
+        spawn_seen(config, &seen, gate)
+    }
+
+    fn spawn_seen(config: BatchConfig, seen: &Seen, gate: Option<Arc<Mutex<()>>>) -> ModelHandle {
         let executed = Arc::new(AtomicUsize::new(0));
         let hook: ExecutionHook = Arc::new(move |_, _| {
             executed.fetch_add(1, Ordering::Relaxed);
         });
+        let (calls, threads, entered) = (
+            seen.calls.clone(),
+            seen.threads.clone(),
+            seen.entered.clone(),
+        );
         let make = move || {
             Ok(Box::new(Doubler {
                 calls: calls.clone(),
                 gate: gate.clone(),
+                threads: threads.clone(),
+                entered: entered.clone(),
             }) as Box<dyn Backend>)
         };
         ModelHandle::spawn("doubler", make, true, &config, hook).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_idle_fast_model_answers_on_the_callers_thread() {
+        let seen = Seen::default();
+        // Any known speed is fast enough: the test must not depend on how long a call takes.
+        let config = BatchConfig {
+            inline_budget: Duration::MAX,
+            ..Default::default()
+        };
+        let handle = spawn_seen(config, &seen, None);
+        // The first call goes to the worker (nothing is known of the model's speed yet), the
+        // next ones find the queue empty and run here.
+        for _ in 0..3 {
+            let out = handle.infer(rows(&[1.0, 2.0])).await.unwrap();
+            assert_eq!(out[0].data, TensorData::F32(vec![2.0, 4.0]));
+        }
+        let here = std::thread::current().name().unwrap_or("").to_string();
+        let threads = seen.threads.lock().unwrap().clone();
+        assert_eq!(threads[0], "model-doubler-0");
+        assert_eq!(threads[1..], [here.clone(), here]);
+        assert_eq!(handle.waiting(), 0);
+    }
+
+    // The gate is a std mutex held on purpose while the test awaits: it stops the backend
+    // (on another thread), never this task.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_that_wait_are_still_batched() {
+        let seen = Seen::default();
+        let gate = Arc::new(Mutex::new(()));
+        let config = BatchConfig {
+            max_batch_size: 3,
+            max_queue_delay: Duration::from_secs(30),
+            inline_budget: Duration::MAX,
+            ..Default::default()
+        };
+        let handle = Arc::new(spawn_seen(config, &seen, Some(gate.clone())));
+        // Three rows fill a batch: the worker runs them at once and learns the model's speed.
+        handle.infer(rows(&[0.0; 6])).await.unwrap();
+        let closed = gate.lock().unwrap();
+        // A runs on its caller's thread and stops at the gate, holding the only backend …
+        let a = tokio::spawn({
+            let h = handle.clone();
+            async move { h.infer(rows(&[1.0, 1.0])).await }
+        });
+        while seen.entered.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        // … so B, C and D, sent meanwhile, wait in the queue and go as one batch.
+        let others: Vec<_> = [2.0, 3.0, 4.0]
+            .into_iter()
+            .map(|v| {
+                let h = handle.clone();
+                tokio::spawn(async move { h.infer(rows(&[v, v])).await })
+            })
+            .collect();
+        while handle.waiting() < 3 {
+            tokio::task::yield_now().await;
+        }
+        drop(closed);
+        assert_eq!(
+            a.await.unwrap().unwrap()[0].data,
+            TensorData::F32(vec![2.0, 2.0])
+        );
+        for (v, task) in [2.0, 3.0, 4.0].into_iter().zip(others) {
+            let out = task.await.unwrap().unwrap();
+            assert_eq!(out[0].data, TensorData::F32(vec![2.0 * v, 2.0 * v]));
+        }
+        assert_eq!(*seen.calls.lock().unwrap(), vec![3, 1, 3]);
+        assert_eq!(handle.waiting(), 0);
     }
 
     #[tokio::test]

@@ -144,6 +144,16 @@ struct V2RequestedOutput {
     parameters: Map<String, Value>,
 }
 
+/// The response head, its keys in the order `json!` gave them (sorted).
+#[derive(Serialize)]
+struct V2Response<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    model_name: &'a str,
+    model_version: &'a str,
+    outputs: Vec<V2Output<'a>>,
+}
+
 #[derive(Serialize)]
 struct V2Output<'a> {
     name: &'a str,
@@ -240,10 +250,12 @@ async fn run(
             }
         })
         .collect();
-    let mut head = json!({"model_name": response.model_name, "model_version": response.model_version, "outputs": outputs});
-    if !response.id.is_empty() {
-        head["id"] = Value::String(response.id);
-    }
+    let head = V2Response {
+        id: &response.id,
+        model_name: &response.model_name,
+        model_version: &response.model_version,
+        outputs,
+    };
     let head = serde_json::to_vec(&head).map_err(|e| ServerError::Execution(e.to_string()))?;
     if tail.is_empty() {
         return Ok((
