@@ -54,24 +54,8 @@ pub struct ModelSource {
         default_value = ".cache/mooring-models"
     )]
     pub cache_dir: PathBuf,
-    /// Bearer token for an MLflow registry.
-    #[arg(long, env = "MOORING_REGISTRY_TOKEN", hide_env_values = true)]
-    pub registry_token: Option<String>,
-    /// Basic-auth user for an MLflow registry (`mlflow server --app-name basic-auth`).
-    #[arg(
-        long,
-        env = "MOORING_REGISTRY_USERNAME",
-        requires = "registry_password"
-    )]
-    pub registry_username: Option<String>,
-    /// Basic-auth password for an MLflow registry.
-    #[arg(
-        long,
-        env = "MOORING_REGISTRY_PASSWORD",
-        hide_env_values = true,
-        requires = "registry_username"
-    )]
-    pub registry_password: Option<String>,
+    #[command(flatten)]
+    pub credentials: mooring_registry::CredentialArgs,
 }
 
 /// Dynamic batching and queue limits.
@@ -239,8 +223,25 @@ mod tests {
         let Command::Batch(args) = cli.command else {
             panic!("batch expected")
         };
-        assert_eq!(args.source.registry_username.as_deref(), Some("alice"));
-        assert_eq!(args.source.registry_password.as_deref(), Some("pw"));
+        assert_eq!(
+            args.source.credentials.registry_username.as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            args.source.credentials.registry_password.as_deref(),
+            Some("pw")
+        );
+        // One way to authenticate, as the resources allow (the drift Job's flags are the same).
+        let err = parse(&[
+            "--registry-token",
+            "t",
+            "--registry-username",
+            "alice",
+            "--registry-password",
+            "pw",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--registry-token"), "{err}");
     }
 
     #[test]

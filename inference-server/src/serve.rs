@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::serve::ListenerExt;
-use mooring_registry::{ModelRef, Registry, RegistryConfig};
+use mooring_registry::{ModelRef, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::RoutesBuilder;
@@ -64,11 +64,9 @@ pub struct Extras {
 pub fn open_registry(source: &ModelSource) -> Result<Arc<dyn Registry>, ServeError> {
     // clap makes `--registry` required with any `--model`; this guards other callers.
     let location = source.registry.clone().ok_or(ServeError::NoRegistry)?;
-    let mut config = RegistryConfig::new(location);
-    config.token = source.registry_token.clone();
-    config.username = source.registry_username.clone();
-    config.password = source.registry_password.clone();
-    Ok(mooring_registry::connect(&config)?)
+    Ok(mooring_registry::connect(
+        &source.credentials.config(location),
+    )?)
 }
 
 /// Resolves, fetches (digest-verified) and loads one model.

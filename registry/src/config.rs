@@ -35,6 +35,45 @@ pub struct RegistryConfig {
     pub require_digest: bool,
 }
 
+/// The MLflow credentials of a data-plane command (`serve`, `batch`, `drift`), from flags or
+/// from the variables the operator sets in its pods. A token and basic authentication
+/// exclude each other, as in the resources' `spec.registry.mlflow`.
+#[cfg(feature = "clap")]
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct CredentialArgs {
+    /// Bearer token for an MLflow registry.
+    #[arg(long, env = "MOORING_REGISTRY_TOKEN", hide_env_values = true)]
+    pub registry_token: Option<String>,
+    /// Basic-auth user for an MLflow registry (`mlflow server --app-name basic-auth`).
+    #[arg(
+        long,
+        env = "MOORING_REGISTRY_USERNAME",
+        requires = "registry_password",
+        conflicts_with = "registry_token"
+    )]
+    pub registry_username: Option<String>,
+    /// Basic-auth password for an MLflow registry.
+    #[arg(
+        long,
+        env = "MOORING_REGISTRY_PASSWORD",
+        hide_env_values = true,
+        requires = "registry_username"
+    )]
+    pub registry_password: Option<String>,
+}
+
+#[cfg(feature = "clap")]
+impl CredentialArgs {
+    /// The configuration of the registry at `location` with these credentials.
+    pub fn config(&self, location: impl Into<String>) -> RegistryConfig {
+        let mut config = RegistryConfig::new(location);
+        config.token = self.registry_token.clone();
+        config.username = self.registry_username.clone();
+        config.password = self.registry_password.clone();
+        config
+    }
+}
+
 impl RegistryConfig {
     pub fn new(location: impl Into<String>) -> Self {
         Self {

@@ -16,6 +16,8 @@ mod model_ref;
 mod signature;
 pub mod time;
 
+#[cfg(feature = "clap")]
+pub use config::CredentialArgs;
 pub use config::{DEFAULT_MAX_RETRIES, RegistryConfig, connect};
 pub use digest::Sha256Sums;
 pub use model_ref::{ModelRef, Selector, validate_alias};

@@ -34,25 +34,8 @@ pub struct DriftArgs {
     /// Registry (directory or MLflow URL) holding the version's `reference.csv`.
     #[arg(long, env = "MOORING_DRIFT_REGISTRY")]
     pub registry: Option<String>,
-    /// Bearer token for an MLflow registry (the variable the server's pods use too).
-    #[arg(long, env = "MOORING_REGISTRY_TOKEN", hide_env_values = true)]
-    pub registry_token: Option<String>,
-    /// Username for an MLflow registry with basic authentication.
-    #[arg(
-        long,
-        env = "MOORING_REGISTRY_USERNAME",
-        requires = "registry_password",
-        conflicts_with = "registry_token"
-    )]
-    pub registry_username: Option<String>,
-    /// Password for an MLflow registry with basic authentication.
-    #[arg(
-        long,
-        env = "MOORING_REGISTRY_PASSWORD",
-        hide_env_values = true,
-        requires = "registry_username"
-    )]
-    pub registry_password: Option<String>,
+    #[command(flatten)]
+    pub credentials: mooring_registry::CredentialArgs,
     /// The challenger gate: also check the same window against the reference dataset of
     /// the version this registry alias names (e.g. `challenger`); the result goes into the
     /// report's `challenger`. A promotion needs it to say `NoDrift`.
@@ -108,11 +91,7 @@ impl DriftArgs {
 
     /// The registry's configuration with the credentials given.
     pub(super) fn registry_config(&self, location: &str) -> mooring_registry::RegistryConfig {
-        let mut config = mooring_registry::RegistryConfig::new(location);
-        config.token = self.registry_token.clone();
-        config.username = self.registry_username.clone();
-        config.password = self.registry_password.clone();
-        config
+        self.credentials.config(location)
     }
 
     /// The tests, thresholds and shares the flags ask for.
