@@ -115,11 +115,11 @@ impl MlflowRegistry {
     }
 }
 
-pub(crate) async fn fetch(
+/// Where a ready version's artifacts are (MLflow's artifact URI, parsed) and their names.
+async fn listing(
     reg: &MlflowRegistry,
     version: &ModelVersion,
-    cache_dir: &Path,
-) -> Result<FetchedModel> {
+) -> Result<(String, ArtifactLocation, Vec<String>)> {
     if !version.is_ready() {
         return Err(version.not_ready_error());
     }
@@ -134,16 +134,30 @@ pub(crate) async fn fetch(
         .map_err(|f| reg.err(f, "GET", "model-versions/get-download-uri"))?;
     let loc = parse_artifact_uri(&uri.artifact_uri)?;
     let files = reg.list_files(&loc).await?;
+    Ok((uri.artifact_uri, loc, files))
+}
+
+/// The version's recorded digests (its `sha256sums` artifact).
+async fn read_sums(reg: &MlflowRegistry, loc: &ArtifactLocation, uri: &str) -> Result<Sha256Sums> {
+    let text = reg.read_file(loc, SHA256SUMS_FILE).await?;
+    let origin = format!("{uri}/{SHA256SUMS_FILE}");
+    Sha256Sums::parse(&String::from_utf8_lossy(&text), &origin)
+}
+
+pub(crate) async fn fetch(
+    reg: &MlflowRegistry,
+    version: &ModelVersion,
+    cache_dir: &Path,
+) -> Result<FetchedModel> {
+    let (uri, loc, files) = listing(reg, version).await?;
     let label = format!("{}/{}/", version.name, version.version);
     let target = cache::version_dir(cache_dir, &version.name, &version.version)?;
 
     let recorded = if files.iter().any(|f| f == SHA256SUMS_FILE) {
-        let text = reg.read_file(&loc, SHA256SUMS_FILE).await?;
-        let origin = format!("{}/{SHA256SUMS_FILE}", uri.artifact_uri);
-        Some(Sha256Sums::parse(&String::from_utf8_lossy(&text), &origin)?)
+        Some(read_sums(reg, &loc, &uri).await?)
     } else if reg.require_digest {
         return Err(Error::corrupt(
-            &uri.artifact_uri,
+            &uri,
             "no sha256sums artifact (the version was not registered by mooring) and digests are required",
         ));
     } else {
@@ -154,7 +168,7 @@ pub(crate) async fn fetch(
     }
     if !files.iter().any(|f| f == MODEL_FILE) {
         return Err(Error::corrupt(
-            &uri.artifact_uri,
+            &uri,
             format!("no {MODEL_FILE} among the artifacts {files:?}"),
         ));
     }
@@ -201,7 +215,7 @@ pub(crate) async fn fetch(
     })
     .await
     .map_err(|e| Error::io("cache task", std::io::Error::other(e.to_string())))??;
-    tracing::info!(model = %version.name, version = %version.version, from = %uri.artifact_uri, staged = %staged_path.display(), "fetched model from MLflow");
+    tracing::info!(model = %version.name, version = %version.version, from = %uri, staged = %staged_path.display(), "fetched model from MLflow");
     cache::fetched(version, target, &sums)
 }
 
@@ -212,29 +226,14 @@ pub(crate) async fn fetch_gguf(
     version: &ModelVersion,
     cache_dir: &Path,
 ) -> Result<FetchedGguf> {
-    if !version.is_ready() {
-        return Err(version.not_ready_error());
-    }
-    let q = [
-        ("name", version.name.as_str()),
-        ("version", version.version.as_str()),
-    ];
-    let uri: DownloadUriResponse = reg
-        .client
-        .call(Method::GET, "model-versions/get-download-uri", &q, None)
-        .await
-        .map_err(|f| reg.err(f, "GET", "model-versions/get-download-uri"))?;
-    let loc = parse_artifact_uri(&uri.artifact_uri)?;
-    let files = reg.list_files(&loc).await?;
+    let (uri, loc, files) = listing(reg, version).await?;
     if !files.iter().any(|f| f == SHA256SUMS_FILE) {
         return Err(Error::corrupt(
-            &uri.artifact_uri,
+            &uri,
             "no sha256sums artifact: register GGUF versions with `mooring models register`",
         ));
     }
-    let text = reg.read_file(&loc, SHA256SUMS_FILE).await?;
-    let origin = format!("{}/{SHA256SUMS_FILE}", uri.artifact_uri);
-    let sums = Sha256Sums::parse(&String::from_utf8_lossy(&text), &origin)?;
+    let sums = read_sums(reg, &loc, &uri).await?;
     let ggufs: Vec<String> = sums
         .files()
         .filter(|f| f.ends_with(GGUF_EXTENSION))
@@ -242,7 +241,7 @@ pub(crate) async fn fetch_gguf(
         .collect();
     let [gguf] = ggufs.as_slice() else {
         return Err(Error::corrupt(
-            &origin,
+            format!("{uri}/{SHA256SUMS_FILE}"),
             format!(
                 "a GGUF version records the digest of exactly one .gguf file, not {}",
                 ggufs.len()
@@ -264,7 +263,7 @@ pub(crate) async fn fetch_gguf(
         tokio::task::spawn_blocking(move || cache::commit(staged, &sums, &target, &label))
             .await
             .map_err(|e| Error::io("cache task", std::io::Error::other(e.to_string())))??;
-        tracing::info!(model = %version.name, version = %version.version, from = %uri.artifact_uri, "fetched GGUF model from MLflow");
+        tracing::info!(model = %version.name, version = %version.version, from = %uri, "fetched GGUF model from MLflow");
     }
     Ok(FetchedGguf {
         version: version.clone(),
