@@ -193,7 +193,8 @@ impl LocalRegistry {
         self.describe(&model.name, &version, &aliases)
     }
 
-    fn fetch_sync(&self, version: &ModelVersion, cache_dir: &Path) -> Result<FetchedModel> {
+    /// A ready version's directory, its label in the cache's messages and its recorded digests.
+    fn version_source(&self, version: &ModelVersion) -> Result<(PathBuf, String, Sha256Sums)> {
         if !version.is_ready() {
             return Err(version.not_ready_error());
         }
@@ -206,6 +207,11 @@ impl LocalRegistry {
         }
         let label = format!("{}/{}/", version.name, version.version);
         let sums = Sha256Sums::read(&src)?;
+        Ok((src, label, sums))
+    }
+
+    fn fetch_sync(&self, version: &ModelVersion, cache_dir: &Path) -> Result<FetchedModel> {
+        let (src, label, sums) = self.version_source(version)?;
         for required in [MODEL_FILE, SIGNATURE_FILE] {
             if sums.get(required).is_none() {
                 return Err(Error::corrupt(
@@ -230,18 +236,7 @@ impl LocalRegistry {
     }
 
     fn fetch_gguf_sync(&self, version: &ModelVersion, cache_dir: &Path) -> Result<FetchedGguf> {
-        if !version.is_ready() {
-            return Err(version.not_ready_error());
-        }
-        let src = self.model_dir(&version.name)?.join(&version.version);
-        if !is_version(&version.version) || !src.is_dir() {
-            return Err(Error::VersionNotFound {
-                name: version.name.clone(),
-                version: version.version.clone(),
-            });
-        }
-        let label = format!("{}/{}/", version.name, version.version);
-        let sums = Sha256Sums::read(&src)?;
+        let (src, label, sums) = self.version_source(version)?;
         let ggufs: Vec<&str> = sums
             .files()
             .filter(|f| f.ends_with(GGUF_EXTENSION))
