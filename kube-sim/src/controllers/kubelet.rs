@@ -77,6 +77,20 @@ fn pod_status(
                 .collect::<Vec<_>>()
         )
     };
+    // Scheduled and initialised, its containers not (yet) ready.
+    let not_ready = || {
+        vec![
+            cond("PodScheduled", true, Duration::ZERO, None),
+            cond("Initialized", true, Duration::ZERO, None),
+            cond(
+                "ContainersReady",
+                false,
+                Duration::ZERO,
+                Some("ContainersNotReady"),
+            ),
+            cond("Ready", false, Duration::ZERO, Some("ContainersNotReady")),
+        ]
+    };
     let running = |since: Duration| {
         let t = at(since);
         move |_: &str, _: &str| json!({"running": {"startedAt": t}})
@@ -86,17 +100,7 @@ fn pod_status(
     let creating = || {
         base(
             "Pending",
-            vec![
-                cond("PodScheduled", true, Duration::ZERO, None),
-                cond("Initialized", true, Duration::ZERO, None),
-                cond(
-                    "ContainersReady",
-                    false,
-                    Duration::ZERO,
-                    Some("ContainersNotReady"),
-                ),
-                cond("Ready", false, Duration::ZERO, Some("ContainersNotReady")),
-            ],
+            not_ready(),
             statuses(&waiting("ContainerCreating", String::new()), false, 0, None),
         )
     };
@@ -166,17 +170,7 @@ fn pod_status(
             (
                 base(
                     "Pending",
-                    vec![
-                        cond("PodScheduled", true, Duration::ZERO, None),
-                        cond("Initialized", true, Duration::ZERO, None),
-                        cond(
-                            "ContainersReady",
-                            false,
-                            Duration::ZERO,
-                            Some("ContainersNotReady"),
-                        ),
-                        cond("Ready", false, Duration::ZERO, Some("ContainersNotReady")),
-                    ],
+                    not_ready(),
                     statuses(&waiting("ErrImagePull", message), false, 0, None),
                 ),
                 None,
@@ -191,17 +185,7 @@ fn pod_status(
             (
                 base(
                     "Running",
-                    vec![
-                        cond("PodScheduled", true, Duration::ZERO, None),
-                        cond("Initialized", true, Duration::ZERO, None),
-                        cond(
-                            "ContainersReady",
-                            false,
-                            Duration::ZERO,
-                            Some("ContainersNotReady"),
-                        ),
-                        cond("Ready", false, Duration::ZERO, Some("ContainersNotReady")),
-                    ],
+                    not_ready(),
                     statuses(&state, false, restarts, Some(last)),
                 ),
                 Some(next),
