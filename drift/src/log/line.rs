@@ -103,7 +103,14 @@ impl Row<'_> {
 /// read it, or returns `None` when the line is not in the shape this scanner knows (the
 /// caller then asks serde_json; `row` is then unspecified).
 pub(crate) fn parse_row<'a>(line: &'a [u8], row: &mut Row<'a>) -> Option<()> {
-    let mut s = Scanner { b: line, i: 0 };
+    // UTF-8 is checked once for the whole line (strings are then slices of it); a line
+    // that is not UTF-8 is left to serde_json.
+    let text = std::str::from_utf8(line).ok()?;
+    let mut s = Scanner {
+        b: line,
+        text,
+        i: 0,
+    };
     row.clear();
     s.row(row)?;
     s.ws();
@@ -123,6 +130,8 @@ const MAX_SKIP_DEPTH: usize = 32;
 
 struct Scanner<'a> {
     b: &'a [u8],
+    /// `b`, known to be UTF-8.
+    text: &'a str,
     i: usize,
 }
 
@@ -202,9 +211,7 @@ impl<'a> Scanner<'a> {
             match *self.b.get(j)? {
                 b'"' => {
                     self.i = j + 1;
-                    return std::str::from_utf8(&self.b[start..j])
-                        .ok()
-                        .map(Cow::Borrowed);
+                    return self.text.get(start..j).map(Cow::Borrowed);
                 }
                 b'\\' => break,
                 // Control characters must be escaped in JSON.
@@ -213,7 +220,7 @@ impl<'a> Scanner<'a> {
             }
         }
         // Escapes: decode from `j` on.
-        let mut out = String::from(std::str::from_utf8(&self.b[start..j]).ok()?);
+        let mut out = String::from(self.text.get(start..j)?);
         let mut k = j;
         loop {
             let run = k;
@@ -223,7 +230,7 @@ impl<'a> Scanner<'a> {
                 }
                 k += 1;
             }
-            out.push_str(std::str::from_utf8(&self.b[run..k]).ok()?);
+            out.push_str(self.text.get(run..k)?);
             match *self.b.get(k)? {
                 b'"' => {
                     self.i = k + 1;
@@ -325,7 +332,7 @@ impl<'a> Scanner<'a> {
         }
         self.i = j;
         // ASCII by construction.
-        Some((std::str::from_utf8(&b[start..j]).ok()?, integer))
+        Some((self.text.get(start..j)?, integer))
     }
 
     /// A number as serde_json gives it to an `f64`: integers through `u64`/`i64`, others

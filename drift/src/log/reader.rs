@@ -305,7 +305,7 @@ fn read_file_in_blocks<R: Rows>(
             parse_lines(&buf, query, &mut records, &mut stats);
             return Ok((records, stats));
         }
-        if let Some(last) = buf.iter().rposition(|&b| b == b'\n') {
+        if let Some(last) = memchr::memrchr(b'\n', &buf) {
             parse_lines(&buf[..=last], query, &mut records, &mut stats);
             buf.drain(..=last);
         }
@@ -366,7 +366,7 @@ fn parse_lines_serial<R: Rows>(
     let mut rest = bytes;
     let mut row = Row::default();
     while !rest.is_empty() {
-        let (line, terminated, next) = match rest.iter().position(|&b| b == b'\n') {
+        let (line, terminated, next) = match memchr::memchr(b'\n', rest) {
             Some(i) => (&rest[..i], true, &rest[i + 1..]),
             None => (rest, false, &rest[rest.len()..]),
         };
