@@ -23,8 +23,8 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
-use mooring_drift::check::{CheckConfig, Dataset, run_check};
-use mooring_drift::log::{ReadQuery, S3Options, read_records};
+use mooring_drift::check::{CheckConfig, Dataset, current_columns, run_check};
+use mooring_drift::log::{ReadQuery, S3Options, read_columns};
 use mooring_drift::stats::{Column, TestChoice, TestKind, run_test};
 
 #[tokio::main]
@@ -44,7 +44,7 @@ async fn main() {
         model: "perf".into(),
         ..Default::default()
     };
-    let (records, stats) = read_records(&format!("file://{logs}"), &query, &S3Options::default())
+    let (records, stats) = read_columns(&format!("file://{logs}"), &query, &S3Options::default())
         .await
         .expect("read the log");
     let (load_time, load_cpu) = (t.elapsed(), cpu_seconds() - cpu);
@@ -64,18 +64,10 @@ async fn main() {
 
     // The statistics alone on prepared (sorted) columns, per test.
     let names: Vec<String> = reference.columns.keys().cloned().collect();
+    let (mut columns, _) = current_columns(&records);
     let current: Vec<Column> = names
         .iter()
-        .map(|n| {
-            let v: Vec<f64> = records
-                .iter()
-                .filter_map(|r| match r.features.get(n) {
-                    Some(mooring_drift::log::FeatureValue::Number(x)) => Some(*x),
-                    _ => None,
-                })
-                .collect();
-            Column::numeric(v)
-        })
+        .map(|n| columns.remove(n).unwrap_or(Column::Numeric(Vec::new())))
         .collect();
     println!(
         "rows: {} current x {} features, reference {} rows",

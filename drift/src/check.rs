@@ -1,12 +1,12 @@
-//! One drift check: current columns from logged records, reference columns from a CSV,
+//! One drift check: current columns from the logged rows, reference columns from a CSV,
 //! a test per feature, the dataset verdict and prediction drift.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::log::{FeatureValue, PredictionRecord, ReadStats};
+use crate::log::{Cell, LogColumns, ReadStats};
 use crate::stats::{self, Column, Histogram, TestChoice, TestKind, TestOutcome};
 
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +191,7 @@ pub struct FullReport {
     pub message: Option<String>,
 }
 
-/// Run the check on logged `records` against `reference`.
+/// Run the check on the logged rows `records` against `reference`.
 ///
 /// Defined behaviour at the edges: fewer than `min_samples` records (including none) →
 /// `InsufficientData`; missing/NaN values are dropped per feature and counted; a logged
@@ -201,7 +201,7 @@ pub struct FullReport {
 pub fn run_check(
     model: &str,
     version: Option<&str>,
-    records: &[PredictionRecord],
+    records: &LogColumns,
     read: ReadStats,
     reference: &Dataset,
     config: &CheckConfig,
@@ -342,58 +342,43 @@ fn binning_distinct(v: &[f64]) -> usize {
     stats::binning::distinct_sorted(v)
 }
 
-/// Current columns from records, plus per-feature counts of missing values.
-fn current_columns(
-    records: &[PredictionRecord],
+/// Current columns from the logged rows, plus per-feature counts of missing values. A
+/// feature is a column when any row has it; rows without it count as neither.
+pub fn current_columns(
+    records: &LogColumns,
 ) -> (BTreeMap<String, Column>, BTreeMap<String, usize>) {
-    let mut numbers: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut texts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let mut missing: BTreeMap<String, usize> = BTreeMap::new();
-    let mut add = |name: &str, value: &FeatureValue| {
-        // Look up before inserting so the hot path allocates no key.
-        if !missing.contains_key(name) {
-            missing.insert(name.to_string(), 0);
-        }
-        match value {
-            FeatureValue::Number(v) if v.is_finite() => match numbers.get_mut(name) {
-                Some(col) => col.push(*v),
-                None => {
-                    numbers.insert(name.to_string(), vec![*v]);
-                }
-            },
-            FeatureValue::Text(t) => {
-                *texts
-                    .entry(name.to_string())
-                    .or_default()
-                    .entry(t.clone())
-                    .or_insert(0) += 1
-            }
-            _ => *missing.get_mut(name).expect("inserted above") += 1,
-        }
-    };
-    for rec in records {
-        for (name, value) in &rec.features {
-            add(name, value);
-        }
-        if rec.raw_inputs.is_some() {
-            for (name, value) in rec.feature_values().iter().skip(rec.features.len()) {
-                add(name, value);
-            }
-        }
-    }
+    let texts = records.texts();
     let mut columns = BTreeMap::new();
-    for name in missing.keys() {
-        let col = match (numbers.remove(name), texts.remove(name)) {
-            (nums, None) => Column::numeric(nums.unwrap_or_default()),
-            (nums, Some(mut cats)) => {
-                // Mixed numbers and text: the column is categorical.
-                for n in nums.unwrap_or_default() {
-                    *cats.entry(stats::format_number(n)).or_insert(0) += 1;
+    let mut missing = BTreeMap::new();
+    for (name, parts) in records.features() {
+        let mut numbers = Vec::new();
+        let mut text_counts: HashMap<u32, u64> = HashMap::new();
+        let mut absent = 0;
+        for cells in parts {
+            for cell in cells {
+                match *cell {
+                    Cell::Number(v) => numbers.push(v),
+                    Cell::Text(id) => *text_counts.entry(id).or_insert(0) += 1,
+                    Cell::Missing => absent += 1,
+                    Cell::Absent => {}
                 }
-                Column::Categorical(cats)
             }
+        }
+        let col = if text_counts.is_empty() {
+            Column::numeric(numbers)
+        } else {
+            // Mixed numbers and text: the column is categorical.
+            let mut cats: BTreeMap<String, u64> = text_counts
+                .into_iter()
+                .map(|(id, n)| (texts[id as usize].to_string(), n))
+                .collect();
+            for n in numbers {
+                *cats.entry(stats::format_number(n)).or_insert(0) += 1;
+            }
+            Column::Categorical(cats)
         };
-        columns.insert(name.clone(), col);
+        columns.insert(name.to_string(), col);
+        missing.insert(name.to_string(), absent);
     }
     (columns, missing)
 }
@@ -403,7 +388,7 @@ const PREDICTION_COLUMNS: [&str; 5] = ["prediction", "target", "label", "class",
 /// Drift of the predicted class against the reference's class column, compared as
 /// categories: class indices when the reference column is numeric, labels otherwise.
 fn prediction_drift(
-    records: &[PredictionRecord],
+    records: &LogColumns,
     reference: &Dataset,
     config: &CheckConfig,
 ) -> Result<Option<FeatureReport>, CheckError> {
@@ -423,21 +408,31 @@ fn prediction_drift(
         });
     };
     let by_index = matches!(refcol, Column::Numeric(_));
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    #[derive(PartialEq, Eq, Hash)]
+    enum Class {
+        Index(i64),
+        Label(u32),
+    }
+    let mut by_class: HashMap<Class, u64> = HashMap::new();
     let mut missing = 0;
-    for rec in records {
-        let p = &rec.prediction;
-        let key = if by_index {
-            p.class_index.map(|i| i.to_string())
-        } else {
-            p.label
-                .clone()
-                .or_else(|| p.class_index.map(|i| i.to_string()))
+    for (index, label) in records.class_index().iter().zip(records.label()) {
+        let class = match (by_index, label) {
+            (false, Some(label)) => Some(Class::Label(*label)),
+            _ => index.map(Class::Index),
         };
-        match key {
-            Some(k) => *counts.entry(k).or_insert(0) += 1,
+        match class {
+            Some(c) => *by_class.entry(c).or_insert(0) += 1,
             None => missing += 1,
         }
+    }
+    let texts = records.texts();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for (class, n) in by_class {
+        let key = match class {
+            Class::Index(i) => i.to_string(),
+            Class::Label(id) => texts[id as usize].to_string(),
+        };
+        *counts.entry(key).or_insert(0) += n;
     }
     if counts.is_empty() {
         return Ok(None);
@@ -452,7 +447,7 @@ fn prediction_drift(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::PredictionRecord;
+    use crate::log::{FeatureValue, PredictionRecord};
 
     fn records(n: usize, shift: f64) -> Vec<PredictionRecord> {
         let names = vec!["a".to_string(), "b".to_string()];
@@ -478,7 +473,7 @@ mod tests {
         let r = run_check(
             "m",
             None,
-            &[],
+            &LogColumns::default(),
             ReadStats::default(),
             &reference(),
             &CheckConfig::default(),
@@ -497,7 +492,7 @@ mod tests {
         let r = run_check(
             "m",
             None,
-            &recs,
+            &LogColumns::from_records(&recs),
             ReadStats::default(),
             &reference(),
             &CheckConfig::default(),
@@ -518,7 +513,7 @@ mod tests {
         let r = run_check(
             "m",
             None,
-            &recs,
+            &LogColumns::from_records(&recs),
             ReadStats::default(),
             &reference(),
             &CheckConfig::default(),
@@ -535,7 +530,7 @@ mod tests {
         let r = run_check(
             "m",
             None,
-            &recs,
+            &LogColumns::from_records(&recs),
             ReadStats::default(),
             &reference(),
             &CheckConfig::default(),
@@ -548,7 +543,15 @@ mod tests {
         cfg.overrides
             .per_feature
             .insert("*".into(), (Some(TestKind::Psi), Some(100.0)));
-        let r = run_check("m", None, &recs, ReadStats::default(), &reference(), &cfg).unwrap();
+        let r = run_check(
+            "m",
+            None,
+            &LogColumns::from_records(&recs),
+            ReadStats::default(),
+            &reference(),
+            &cfg,
+        )
+        .unwrap();
         assert_eq!(r.features[0].outcome.test, TestKind::Psi);
         assert_eq!(r.verdict, Verdict::NoDrift);
     }
@@ -564,7 +567,7 @@ mod tests {
         let r = run_check(
             "m",
             None,
-            &recs,
+            &LogColumns::from_records(&recs),
             ReadStats::default(),
             &reference,
             &CheckConfig::default(),
@@ -608,7 +611,7 @@ mod tests {
         let r = run_check(
             "spam-classifier",
             Some("1"),
-            &text_records(&same),
+            &LogColumns::from_records(&text_records(&same)),
             ReadStats::default(),
             &reference,
             &config,
@@ -632,7 +635,7 @@ mod tests {
         let r = run_check(
             "spam-classifier",
             Some("1"),
-            &text_records(&other),
+            &LogColumns::from_records(&text_records(&other)),
             ReadStats::default(),
             &reference,
             &config,

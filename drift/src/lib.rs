@@ -2,9 +2,9 @@
 //!
 //! - [`log`]: [`log::PredictionLogger`] writes [`log::PredictionRecord`]s off the request
 //!   path to `file:///dir` or `s3://bucket/prefix` (JSON Lines); [`log::read_records`] reads
-//!   a window back.
+//!   a window back, [`log::read_columns`] reads it straight into the check's columns.
 //! - [`stats`]: the per-feature tests, numerically compatible with SciPy and Evidently.
-//! - [`check`]: one drift check over logged records and a reference dataset.
+//! - [`check`]: one drift check over logged rows ([`log::LogColumns`]) and a reference dataset.
 //! - [`report`]: the compact result (the operator's `DriftReport`), full JSON and HTML.
 //! - [`job`]: [`job::DriftArgs`] and [`job::run`], the `inference-server drift` subcommand.
 //!

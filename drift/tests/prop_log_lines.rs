@@ -3,8 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use mooring_drift::check::current_columns;
 use mooring_drift::log::reader::parse_lines;
-use mooring_drift::log::{FeatureValue, Prediction, PredictionRecord, ReadQuery, ReadStats};
+use mooring_drift::log::{
+    FeatureValue, LogColumns, Prediction, PredictionRecord, ReadQuery, ReadStats,
+};
 use proptest::prelude::*;
 
 /// Failing cases are kept beside this file (`prop_log_lines.proptest-regressions`) and
@@ -292,5 +295,42 @@ proptest! {
                 .collect()
         };
         prop_assert_eq!(bits(&read), bits(&expected));
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Lines of any shape read into the drift check's columns give the columns of the
+    /// records the record reader reads from them, and the same line counts.
+    #[test]
+    fn lines_read_into_columns_as_into_records(
+        lines in prop::collection::vec((prop::collection::vec(field_text(), 0..9), " ?"), 1..6),
+        logged in prop::collection::vec(record(), 0..4),
+    ) {
+        let mut bytes = Vec::new();
+        for (fields, a) in &lines {
+            bytes.extend_from_slice(format!("{a}{{{}}}\n", fields.join(",")).as_bytes());
+        }
+        for r in &logged {
+            serde_json::to_writer(&mut bytes, r).unwrap();
+            bytes.push(b'\n');
+        }
+        let (mut records, mut record_stats) = (Vec::new(), ReadStats::default());
+        parse_lines(&bytes, &query(), &mut records, &mut record_stats);
+        let (mut columns, mut column_stats) = (LogColumns::default(), ReadStats::default());
+        parse_lines(&bytes, &query(), &mut columns, &mut column_stats);
+        prop_assert_eq!(column_stats, record_stats);
+        let seen = |c: &LogColumns| {
+            let texts = c.texts();
+            let classes: Vec<_> = c
+                .class_index()
+                .iter()
+                .zip(c.label())
+                .map(|(i, l)| (*i, l.map(|id| texts[id as usize].to_string())))
+                .collect();
+            format!("{} {:?} {classes:?}", c.len(), current_columns(c))
+        };
+        prop_assert_eq!(seen(&columns), seen(&LogColumns::from_records(&records)));
     }
 }

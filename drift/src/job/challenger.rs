@@ -12,7 +12,7 @@ use crate::check::{self, CheckConfig, Dataset};
 pub(super) async fn gate(
     args: &DriftArgs,
     alias: &str,
-    records: &[crate::log::PredictionRecord],
+    records: &crate::log::LogColumns,
     read: &crate::log::ReadStats,
     config: &CheckConfig,
 ) -> ChallengerCheck {

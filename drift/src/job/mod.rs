@@ -20,7 +20,7 @@ pub use args::{DriftArgs, parse_since};
 use mooring_drift_report::DriftReport;
 
 use crate::check;
-use crate::log::{ReadQuery, SinkUrl, read_records};
+use crate::log::{ReadQuery, SinkUrl, read_columns};
 use crate::report;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,7 @@ async fn run_inner(args: &DriftArgs) -> Result<DriftReport, DriftError> {
         max_samples: args.max_samples,
     };
     let started = std::time::Instant::now();
-    let (records, read) = read_records(&args.sink, &query, &args.s3()).await?;
+    let (records, read) = read_columns(&args.sink, &query, &args.s3()).await?;
     tracing::info!(
         records = records.len(),
         files = read.files,

@@ -1,5 +1,6 @@
 //! The fast path of reading one log line: a hand-written scanner for the JSON the logger
-//! writes, straight into a [`PredictionRecord`].
+//! writes, into a [`Row`] that borrows from the line. The record reader turns a row into a
+//! [`PredictionRecord`]; the drift check's columnar reader copies only what it needs.
 //!
 //! serde_json's derive builds every record through its generic visitors and parses floats
 //! with its own round-trip algorithm; on a million-line log that was most of a drift
@@ -16,16 +17,112 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use super::record::{FeatureValue, Prediction, PredictionRecord};
 
-/// Parses one line the way `serde_json::from_slice::<PredictionRecord>` would, or `None`
-/// when the line is not in the shape this scanner knows (the caller then asks serde_json).
-pub(crate) fn parse_record(line: &[u8]) -> Option<PredictionRecord> {
-    let mut s = Scanner { b: line, i: 0 };
-    let record = s.record()?;
+/// A feature's value as the line holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value<'a> {
+    Number(f64),
+    Text(Cow<'a, str>),
+    Missing,
+}
+
+/// One log line, its strings borrowed from the line (owned only when they hold escapes).
+/// Arrays of numbers (raw inputs, probabilities, outputs) are ranges of `numbers`. The
+/// vectors are reused from line to line.
+#[derive(Debug, Default)]
+pub struct Row<'a> {
+    pub ts_ms: i64,
+    pub model: Cow<'a, str>,
+    pub version: Cow<'a, str>,
+    pub request_id: Cow<'a, str>,
+    pub protocol: Cow<'a, str>,
+    /// In the order of the line; a name given twice keeps its last value (as a map does).
+    pub features: Vec<(Cow<'a, str>, Value<'a>)>,
+    /// `None` when absent or `null`.
+    pub raw_inputs: Option<Vec<(Cow<'a, str>, Range<usize>)>>,
+    pub class_index: Option<i64>,
+    pub label: Option<Cow<'a, str>>,
+    pub probabilities: Option<Range<usize>>,
+    pub outputs: Option<Vec<(Cow<'a, str>, Range<usize>)>>,
+    pub numbers: Vec<f64>,
+}
+
+impl Row<'_> {
+    fn clear(&mut self) {
+        self.features.clear();
+        self.raw_inputs = None;
+        self.class_index = None;
+        self.label = None;
+        self.probabilities = None;
+        self.outputs = None;
+        self.numbers.clear();
+    }
+
+    fn arrays(&self, arrays: &[(Cow<'_, str>, Range<usize>)]) -> BTreeMap<String, Vec<f64>> {
+        arrays
+            .iter()
+            .map(|(k, r)| (k.to_string(), self.numbers[r.clone()].to_vec()))
+            .collect()
+    }
+
+    /// The record this row is.
+    pub fn to_record(&self) -> PredictionRecord {
+        PredictionRecord {
+            ts_ms: self.ts_ms,
+            model: self.model.to_string(),
+            version: self.version.to_string(),
+            request_id: self.request_id.to_string(),
+            protocol: self.protocol.to_string(),
+            features: self
+                .features
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::Number(x) => FeatureValue::Number(*x),
+                        Value::Text(t) => FeatureValue::Text(t.to_string()),
+                        Value::Missing => FeatureValue::Missing,
+                    };
+                    (k.to_string(), v)
+                })
+                .collect(),
+            raw_inputs: self.raw_inputs.as_deref().map(|a| self.arrays(a)),
+            prediction: Prediction {
+                class_index: self.class_index,
+                label: self.label.as_deref().map(str::to_string),
+                probabilities: self.probabilities.clone().map(|r| self.numbers[r].to_vec()),
+                outputs: self.outputs.as_deref().map(|a| self.arrays(a)),
+            },
+        }
+    }
+}
+
+/// Parses one line into `row` the way `serde_json::from_slice::<PredictionRecord>` would
+/// read it, or returns `None` when the line is not in the shape this scanner knows (the
+/// caller then asks serde_json; `row` is then unspecified).
+pub(crate) fn parse_row<'a>(line: &'a [u8], row: &mut Row<'a>) -> Option<()> {
+    // UTF-8 is checked once for the whole line (strings are then slices of it); a line
+    // that is not UTF-8 is left to serde_json.
+    let text = std::str::from_utf8(line).ok()?;
+    let mut s = Scanner {
+        b: line,
+        text,
+        i: 0,
+    };
+    row.clear();
+    s.row(row)?;
     s.ws();
-    (s.i == s.b.len()).then_some(record)
+    (s.i == s.b.len()).then_some(())
+}
+
+/// [`parse_row`] into a [`PredictionRecord`].
+#[cfg(test)]
+fn parse_record(line: &[u8]) -> Option<PredictionRecord> {
+    let mut row = Row::default();
+    parse_row(line, &mut row)?;
+    Some(row.to_record())
 }
 
 /// Deep nesting in an unknown field is left to serde_json (which has its own limit).
@@ -33,6 +130,8 @@ const MAX_SKIP_DEPTH: usize = 32;
 
 struct Scanner<'a> {
     b: &'a [u8],
+    /// `b`, known to be UTF-8.
+    text: &'a str,
     i: usize,
 }
 
@@ -112,9 +211,7 @@ impl<'a> Scanner<'a> {
             match *self.b.get(j)? {
                 b'"' => {
                     self.i = j + 1;
-                    return std::str::from_utf8(&self.b[start..j])
-                        .ok()
-                        .map(Cow::Borrowed);
+                    return self.text.get(start..j).map(Cow::Borrowed);
                 }
                 b'\\' => break,
                 // Control characters must be escaped in JSON.
@@ -123,7 +220,7 @@ impl<'a> Scanner<'a> {
             }
         }
         // Escapes: decode from `j` on.
-        let mut out = String::from(std::str::from_utf8(&self.b[start..j]).ok()?);
+        let mut out = String::from(self.text.get(start..j)?);
         let mut k = j;
         loop {
             let run = k;
@@ -133,7 +230,7 @@ impl<'a> Scanner<'a> {
                 }
                 k += 1;
             }
-            out.push_str(std::str::from_utf8(&self.b[run..k]).ok()?);
+            out.push_str(self.text.get(run..k)?);
             match *self.b.get(k)? {
                 b'"' => {
                     self.i = k + 1;
@@ -235,7 +332,7 @@ impl<'a> Scanner<'a> {
         }
         self.i = j;
         // ASCII by construction.
-        Some((std::str::from_utf8(&b[start..j]).ok()?, integer))
+        Some((self.text.get(start..j)?, integer))
     }
 
     /// A number as serde_json gives it to an `f64`: integers through `u64`/`i64`, others
@@ -265,41 +362,45 @@ impl<'a> Scanner<'a> {
         text.parse().ok()
     }
 
-    fn f64_array(&mut self) -> Option<Vec<f64>> {
+    /// An array of numbers, appended to `numbers`; returns where it landed.
+    fn f64_array(&mut self, numbers: &mut Vec<f64>) -> Option<Range<usize>> {
         if !self.eat(b'[') {
             return None;
         }
-        let mut out = Vec::new();
+        let start = numbers.len();
         if self.eat(b']') {
-            return Some(out);
+            return Some(start..start);
         }
         loop {
-            out.push(self.f64()?);
+            numbers.push(self.f64()?);
             if self.eat(b',') {
                 continue;
             }
-            return self.eat(b']').then_some(out);
+            return self.eat(b']').then_some(start..numbers.len());
         }
     }
 
-    fn f64_arrays(&mut self) -> Option<BTreeMap<String, Vec<f64>>> {
-        let mut out = BTreeMap::new();
+    fn f64_arrays(&mut self, numbers: &mut Vec<f64>) -> Option<Vec<(Cow<'a, str>, Range<usize>)>> {
+        let mut out = Vec::new();
         self.object(|s, key| {
-            let values = s.f64_array()?;
-            out.insert(key.into_owned(), values);
+            let values = s.f64_array(numbers)?;
+            out.push((key, values));
             Some(())
         })?;
         Some(out)
     }
 
-    fn feature(&mut self) -> Option<FeatureValue> {
+    fn feature(&mut self) -> Option<Value<'a>> {
         self.ws();
         Some(match self.peek()? {
-            b'"' => FeatureValue::Text(self.string()?.into_owned()),
-            b'n' if self.literal(b"null") => FeatureValue::Missing,
-            b't' if self.literal(b"true") => FeatureValue::Text("true".into()),
-            b'f' if self.literal(b"false") => FeatureValue::Text("false".into()),
-            _ => FeatureValue::from(self.f64()?),
+            b'"' => Value::Text(self.string()?),
+            b'n' if self.literal(b"null") => Value::Missing,
+            b't' if self.literal(b"true") => Value::Text(Cow::Borrowed("true")),
+            b'f' if self.literal(b"false") => Value::Text(Cow::Borrowed("false")),
+            _ => match FeatureValue::from(self.f64()?) {
+                FeatureValue::Number(x) => Value::Number(x),
+                _ => Value::Missing,
+            },
         })
     }
 
@@ -341,79 +442,81 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn prediction(&mut self) -> Option<Prediction> {
-        let mut p = Prediction::default();
+    fn prediction(&mut self, row: &mut Row<'a>) -> Option<()> {
         let mut seen = 0u8;
         self.object(|s, key| {
             let bit = match key.as_ref() {
                 "class_index" => {
-                    p.class_index = s.optional(Self::i64)?;
+                    row.class_index = s.optional(Self::i64)?;
                     1
                 }
                 "label" => {
-                    p.label = s.optional(|s| s.string().map(Cow::into_owned))?;
+                    row.label = s.optional(Self::string)?;
                     2
                 }
                 "probabilities" => {
-                    p.probabilities = s.optional(Self::f64_array)?;
+                    row.probabilities = s.optional(|s| s.f64_array(&mut row.numbers))?;
                     4
                 }
                 "outputs" => {
-                    p.outputs = s.optional(Self::f64_arrays)?;
+                    row.outputs = s.optional(|s| s.f64_arrays(&mut row.numbers))?;
                     8
                 }
                 _ => return s.skip(0),
             };
             // serde refuses a field given twice.
             ((seen & bit) == 0).then(|| seen |= bit)
-        })?;
-        Some(p)
+        })
     }
 
-    fn record(&mut self) -> Option<PredictionRecord> {
-        let mut ts_ms = None;
-        let (mut model, mut version, mut request_id, mut protocol) = (None, None, None, None);
-        let mut features = None;
-        let mut raw_inputs = None;
-        let mut prediction = None;
-        fn once<T>(slot: &mut Option<T>, value: Option<T>) -> Option<()> {
-            match slot {
-                Some(_) => None,
-                None => {
-                    *slot = Some(value?);
-                    Some(())
+    fn row(&mut self, row: &mut Row<'a>) -> Option<()> {
+        let mut seen = 0u8;
+        // Each field at most once (serde refuses a field given twice).
+        let mut once = |bit: u8| ((seen & bit) == 0).then(|| seen |= bit);
+        self.object(|s, key| {
+            match key.as_ref() {
+                "ts_ms" => {
+                    once(1)?;
+                    row.ts_ms = s.i64()?;
                 }
+                "model" => {
+                    once(2)?;
+                    row.model = s.string()?;
+                }
+                "version" => {
+                    once(4)?;
+                    row.version = s.string()?;
+                }
+                "request_id" => {
+                    once(8)?;
+                    row.request_id = s.string()?;
+                }
+                "protocol" => {
+                    once(16)?;
+                    row.protocol = s.string()?;
+                }
+                "features" => {
+                    once(32)?;
+                    s.object(|s, name| {
+                        let value = s.feature()?;
+                        row.features.push((name, value));
+                        Some(())
+                    })?;
+                }
+                "raw_inputs" => {
+                    once(64)?;
+                    row.raw_inputs = s.optional(|s| s.f64_arrays(&mut row.numbers))?;
+                }
+                "prediction" => {
+                    once(128)?;
+                    s.prediction(row)?;
+                }
+                _ => s.skip(0)?,
             }
-        }
-        self.object(|s, key| match key.as_ref() {
-            "ts_ms" => once(&mut ts_ms, s.i64()),
-            "model" => once(&mut model, s.string().map(Cow::into_owned)),
-            "version" => once(&mut version, s.string().map(Cow::into_owned)),
-            "request_id" => once(&mut request_id, s.string().map(Cow::into_owned)),
-            "protocol" => once(&mut protocol, s.string().map(Cow::into_owned)),
-            "features" => {
-                let mut map = BTreeMap::new();
-                s.object(|s, name| {
-                    let value = s.feature()?;
-                    map.insert(name.into_owned(), value);
-                    Some(())
-                })?;
-                once(&mut features, Some(map))
-            }
-            "raw_inputs" => once(&mut raw_inputs, s.optional(Self::f64_arrays)),
-            "prediction" => once(&mut prediction, s.prediction()),
-            _ => s.skip(0),
+            Some(())
         })?;
-        Some(PredictionRecord {
-            ts_ms: ts_ms?,
-            model: model?,
-            version: version?,
-            request_id: request_id?,
-            protocol: protocol?,
-            features: features.unwrap_or_default(),
-            raw_inputs: raw_inputs.flatten(),
-            prediction: prediction.unwrap_or_default(),
-        })
+        // ts_ms, model, version, request_id and protocol are required.
+        (seen & 31 == 31).then_some(())
     }
 }
 

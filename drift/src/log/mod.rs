@@ -18,12 +18,14 @@
 //! # let _ = writer; Ok(()) }
 //! ```
 
+pub mod columns;
 mod line;
 pub mod reader;
 pub mod record;
 pub mod sink;
 
-pub use reader::{ReadQuery, ReadStats, read_records};
+pub use columns::{Cell, LogColumns};
+pub use reader::{ReadQuery, ReadStats, read_columns, read_records};
 pub use record::{FeatureValue, Prediction, PredictionRecord};
 pub use sink::{S3Options, SinkError, SinkUrl};
 

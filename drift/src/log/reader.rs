@@ -5,11 +5,16 @@
 //! that does not parse is a write cut short by a crash: skipped and counted in
 //! `truncated_lines`, never fatal. Other unparseable lines are counted in `invalid_lines`.
 //! With `max_samples`, the most recent records are kept.
+//!
+//! The same scan reads into records ([`read_records`]) or into the columns a drift check
+//! reads ([`read_columns`]), which never builds a record for a line the fast path reads.
 
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 
+use super::columns::LogColumns;
+use super::line::{Row, parse_row};
 use super::record::PredictionRecord;
 use super::sink::{S3Options, SinkError, SinkUrl};
 
@@ -50,6 +55,107 @@ impl ReadStats {
     }
 }
 
+impl ReadQuery {
+    fn selects(&self, model: &str, version: &str, ts_ms: i64) -> bool {
+        model == self.model
+            && self.version.as_ref().is_none_or(|v| v == version)
+            && self.since_ms.is_none_or(|s| ts_ms >= s)
+    }
+}
+
+/// What a scan reads the selected lines into.
+pub trait Rows: Default + Send {
+    /// How many rows were read.
+    fn count(&self) -> usize;
+    /// Adds the rows of a later part of the scan.
+    fn append(&mut self, later: Self);
+    /// Keeps the `max` most recent rows.
+    fn keep_most_recent(&mut self, max: usize);
+    /// Adds one line if the query selects it; `row` is scratch for the fast path. An error
+    /// is the line's own (serde_json's verdict).
+    #[doc(hidden)]
+    fn push_line<'a>(
+        &mut self,
+        line: &'a [u8],
+        row: &mut Row<'a>,
+        query: &ReadQuery,
+    ) -> Result<(), serde_json::Error>;
+}
+
+impl Rows for Vec<PredictionRecord> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn append(&mut self, mut later: Self) {
+        if self.is_empty() {
+            *self = later;
+        } else {
+            Vec::append(self, &mut later);
+        }
+    }
+
+    fn keep_most_recent(&mut self, max: usize) {
+        // Most recent first, then keep `max`.
+        self.sort_by_key(|r| std::cmp::Reverse(r.ts_ms));
+        self.truncate(max);
+    }
+
+    fn push_line<'a>(
+        &mut self,
+        line: &'a [u8],
+        row: &mut Row<'a>,
+        query: &ReadQuery,
+    ) -> Result<(), serde_json::Error> {
+        // The fast path reads the lines the logger writes; what it declines, serde_json
+        // judges (see `line`).
+        if parse_row(line, row).is_some() {
+            if query.selects(&row.model, &row.version, row.ts_ms) {
+                self.push(row.to_record());
+            }
+            return Ok(());
+        }
+        let rec = serde_json::from_slice::<PredictionRecord>(line)?;
+        if query.selects(&rec.model, &rec.version, rec.ts_ms) {
+            self.push(rec);
+        }
+        Ok(())
+    }
+}
+
+impl Rows for LogColumns {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn append(&mut self, later: Self) {
+        LogColumns::append(self, later);
+    }
+
+    fn keep_most_recent(&mut self, max: usize) {
+        LogColumns::keep_most_recent(self, max);
+    }
+
+    fn push_line<'a>(
+        &mut self,
+        line: &'a [u8],
+        row: &mut Row<'a>,
+        query: &ReadQuery,
+    ) -> Result<(), serde_json::Error> {
+        if parse_row(line, row).is_some() {
+            if query.selects(&row.model, &row.version, row.ts_ms) {
+                self.push_row(row);
+            }
+            return Ok(());
+        }
+        let rec = serde_json::from_slice::<PredictionRecord>(line)?;
+        if query.selects(&rec.model, &rec.version, rec.ts_ms) {
+            self.push_record(&rec);
+        }
+        Ok(())
+    }
+}
+
 fn is_log_file(name: &str) -> bool {
     name.starts_with("predictions-") && name.ends_with(".jsonl")
 }
@@ -60,9 +166,26 @@ pub async fn read_records(
     query: &ReadQuery,
     s3: &S3Options,
 ) -> Result<(Vec<PredictionRecord>, ReadStats), SinkError> {
+    read(sink_url, query, s3).await
+}
+
+/// Read the rows `query` selects from the sink at `sink_url` as the drift check's columns.
+pub async fn read_columns(
+    sink_url: &str,
+    query: &ReadQuery,
+    s3: &S3Options,
+) -> Result<(LogColumns, ReadStats), SinkError> {
+    read(sink_url, query, s3).await
+}
+
+async fn read<R: Rows + 'static>(
+    sink_url: &str,
+    query: &ReadQuery,
+    s3: &S3Options,
+) -> Result<(R, ReadStats), SinkError> {
     let url = SinkUrl::parse(sink_url)?;
     let mut stats = ReadStats::default();
-    let mut records = Vec::new();
+    let mut records = R::default();
     match url {
         SinkUrl::Dir(dir) => {
             let mut entries = tokio::fs::read_dir(&dir)
@@ -94,18 +217,14 @@ pub async fn read_records(
                 }
                 let path = entry.path();
                 let q = query.clone();
-                let (recs, st) = tokio::task::spawn_blocking(move || read_file(&path, &q))
+                let (recs, st) = tokio::task::spawn_blocking(move || read_file::<R>(&path, &q))
                     .await
                     .map_err(|e| SinkError::Io {
                         context: format!("reading {}", entry.path().display()),
                         source: std::io::Error::other(e),
                     })?
                     .map_err(io(format!("reading {}", entry.path().display())))?;
-                if records.is_empty() {
-                    records = recs;
-                } else {
-                    records.extend(recs);
-                }
+                records.append(recs);
                 stats.files += 1;
                 stats.add(&st);
             }
@@ -150,11 +269,9 @@ pub async fn read_records(
             }
         }
     }
-    stats.matched = records.len();
-    if let Some(max) = query.max_samples.filter(|&max| records.len() > max) {
-        // Most recent first, then keep `max`.
-        records.sort_by_key(|r| std::cmp::Reverse(r.ts_ms));
-        records.truncate(max);
+    stats.matched = records.count();
+    if let Some(max) = query.max_samples.filter(|&max| records.count() > max) {
+        records.keep_most_recent(max);
     }
     Ok((records, stats))
 }
@@ -164,22 +281,22 @@ pub async fn read_records(
 const READ_BLOCK_BYTES: usize = 16 << 20;
 
 /// Reads one log file in blocks of whole lines.
-fn read_file(
+fn read_file<R: Rows>(
     path: &std::path::Path,
     query: &ReadQuery,
-) -> std::io::Result<(Vec<PredictionRecord>, ReadStats)> {
+) -> std::io::Result<(R, ReadStats)> {
     read_file_in_blocks(path, query, READ_BLOCK_BYTES)
 }
 
 /// [`read_file`] with `block` bytes a read; a line longer than a block grows the block.
-fn read_file_in_blocks(
+fn read_file_in_blocks<R: Rows>(
     path: &std::path::Path,
     query: &ReadQuery,
     block: usize,
-) -> std::io::Result<(Vec<PredictionRecord>, ReadStats)> {
+) -> std::io::Result<(R, ReadStats)> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
-    let (mut records, mut stats) = (Vec::new(), ReadStats::default());
+    let (mut records, mut stats) = (R::default(), ReadStats::default());
     let mut buf: Vec<u8> = Vec::with_capacity(block);
     loop {
         let n = (&mut file).take(block as u64).read_to_end(&mut buf)?;
@@ -188,21 +305,16 @@ fn read_file_in_blocks(
             parse_lines(&buf, query, &mut records, &mut stats);
             return Ok((records, stats));
         }
-        if let Some(last) = buf.iter().rposition(|&b| b == b'\n') {
+        if let Some(last) = memchr::memrchr(b'\n', &buf) {
             parse_lines(&buf[..=last], query, &mut records, &mut stats);
             buf.drain(..=last);
         }
     }
 }
 
-/// Parse JSON lines, keeping the records the query selects. Large files are split at line
+/// Parse JSON lines, keeping the rows the query selects. Large files are split at line
 /// boundaries and parsed on all cores (JSON parsing dominates reading a log).
-pub fn parse_lines(
-    bytes: &[u8],
-    query: &ReadQuery,
-    out: &mut Vec<PredictionRecord>,
-    stats: &mut ReadStats,
-) {
+pub fn parse_lines<R: Rows>(bytes: &[u8], query: &ReadQuery, out: &mut R, stats: &mut ReadStats) {
     const PARALLEL_MIN_BYTES: usize = 8 << 20;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -222,13 +334,13 @@ pub fn parse_lines(
         bounds.push(end);
     }
     bounds.push(bytes.len());
-    let parts: Vec<(Vec<PredictionRecord>, ReadStats)> = std::thread::scope(|scope| {
+    let parts: Vec<(R, ReadStats)> = std::thread::scope(|scope| {
         let handles: Vec<_> = bounds
             .windows(2)
             .map(|w| {
                 let chunk = &bytes[w[0]..w[1]];
                 scope.spawn(move || {
-                    let (mut recs, mut st) = (Vec::new(), ReadStats::default());
+                    let (mut recs, mut st) = (R::default(), ReadStats::default());
                     parse_lines_serial(chunk, query, &mut recs, &mut st);
                     (recs, st)
                 })
@@ -240,20 +352,21 @@ pub fn parse_lines(
             .collect()
     });
     for (recs, st) in parts {
-        out.extend(recs);
+        out.append(recs);
         stats.add(&st);
     }
 }
 
-fn parse_lines_serial(
+fn parse_lines_serial<R: Rows>(
     bytes: &[u8],
     query: &ReadQuery,
-    out: &mut Vec<PredictionRecord>,
+    out: &mut R,
     stats: &mut ReadStats,
 ) {
     let mut rest = bytes;
+    let mut row = Row::default();
     while !rest.is_empty() {
-        let (line, terminated, next) = match rest.iter().position(|&b| b == b'\n') {
+        let (line, terminated, next) = match memchr::memchr(b'\n', rest) {
             Some(i) => (&rest[..i], true, &rest[i + 1..]),
             None => (rest, false, &rest[rest.len()..]),
         };
@@ -262,21 +375,8 @@ fn parse_lines_serial(
             continue;
         }
         stats.lines += 1;
-        // The fast path reads the lines the logger writes; what it declines, serde_json
-        // judges (see `line`).
-        let parsed = match super::line::parse_record(line) {
-            Some(rec) => Ok(rec),
-            None => serde_json::from_slice::<PredictionRecord>(line),
-        };
-        match parsed {
-            Ok(rec) => {
-                let selected = rec.model == query.model
-                    && query.version.as_ref().is_none_or(|v| *v == rec.version)
-                    && query.since_ms.is_none_or(|s| rec.ts_ms >= s);
-                if selected {
-                    out.push(rec);
-                }
-            }
+        match out.push_line(line, &mut row, query) {
+            Ok(()) => {}
             Err(_) if !terminated => stats.truncated_lines += 1,
             Err(e) => {
                 stats.invalid_lines += 1;
@@ -341,7 +441,8 @@ mod tests {
             ..Default::default()
         };
         for block in [7, lines[0].len(), 1000, READ_BLOCK_BYTES] {
-            let (out, stats) = read_file_in_blocks(&path, &q, block).unwrap();
+            let (out, stats): (Vec<PredictionRecord>, _) =
+                read_file_in_blocks(&path, &q, block).unwrap();
             assert_eq!(
                 out.iter().map(|r| r.ts_ms).collect::<Vec<_>>(),
                 (0..20).collect::<Vec<_>>()
