@@ -273,24 +273,17 @@ async fn reconcile_steps(chat: &ChatService, ctx: &Context) -> Result<Action> {
             Ok(deployment) => deployment,
             Err(err) => return fail(chat, ctx, &chats, &old, &base, err.into()).await,
         };
-        let mut observation = rollout::observe(&deployment, &[]);
-        let seen = deployment
-            .status
-            .as_ref()
-            .and_then(|s| s.observed_generation)
-            >= deployment.metadata.generation;
-        if let Some(v) = &version
-            && observation.rollout == Rollout::Progressing
-            && seen
-            && observation.replicas.updated > 0
-        {
-            let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-            let pods = match apply::pods_of_version(&pods, &name, &v.version).await {
-                Ok(pods) => pods,
-                Err(err) => return fail(chat, ctx, &chats, &old, &base, err.into()).await,
-            };
-            observation = rollout::observe(&deployment, &pods);
-        }
+        // A remote backend has no registry version: the Deployment alone tells.
+        let observation = match &version {
+            Some(v) => {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+                match apply::observe_rollout(&pods, &name, &deployment, &v.version).await {
+                    Ok(observation) => observation,
+                    Err(err) => return fail(chat, ctx, &chats, &old, &base, err.into()).await,
+                }
+            }
+            None => rollout::observe(&deployment, &[]),
+        };
         Some(observation)
     } else {
         None

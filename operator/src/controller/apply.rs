@@ -10,6 +10,7 @@ use mooring_crds::ModelDeployment;
 use mooring_crds::model_deployment::ModelDeploymentStatus;
 
 use super::children::{DesiredChildren, VERSION_LABEL, selector_labels};
+use super::rollout::{self, Observation, Rollout};
 
 /// The one field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "mooring-operator";
@@ -225,6 +226,28 @@ pub async fn pods_of_version(pods: &Api<Pod>, md_name: &str, version: &str) -> R
             source,
         })?;
     Ok(list.items)
+}
+
+/// How the rollout of the Deployment `name` stands. While it progresses, once its controller
+/// has seen the latest template and some pods run it, the pods of `version` are read too, so
+/// that a crash loop or an image pull error shows before the progress deadline.
+pub async fn observe_rollout(
+    pods: &Api<Pod>,
+    name: &str,
+    deployment: &Deployment,
+    version: &str,
+) -> Result<Observation> {
+    let observation = rollout::observe(deployment, &[]);
+    let seen = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        >= deployment.metadata.generation;
+    if observation.rollout == Rollout::Progressing && seen && observation.replicas.updated > 0 {
+        let pods = pods_of_version(pods, name, version).await?;
+        return Ok(rollout::observe(deployment, &pods));
+    }
+    Ok(observation)
 }
 
 /// Apply the status subresource.

@@ -405,23 +405,12 @@ async fn reconcile_steps(md: &ModelDeployment, ctx: &Context) -> Result<Action> 
                 Ok(deployment) => deployment,
                 Err(err) => return fail(md, ctx, &mds, &old, &base, err.into()).await,
             };
-            let mut observation = rollout::observe(&deployment, &[]);
-            let seen = deployment
-                .status
-                .as_ref()
-                .and_then(|s| s.observed_generation)
-                >= deployment.metadata.generation;
-            if observation.rollout == Rollout::Progressing
-                && seen
-                && observation.replicas.updated > 0
-            {
-                let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-                let pods = match apply::pods_of_version(&pods, &name, &version.version).await {
-                    Ok(pods) => pods,
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+            let observation =
+                match apply::observe_rollout(&pods, &name, &deployment, &version.version).await {
+                    Ok(observation) => observation,
                     Err(err) => return fail(md, ctx, &mds, &old, &base, err.into()).await,
                 };
-                observation = rollout::observe(&deployment, &pods);
-            }
             ctx.metrics
                 .set_version(&namespace, &name, target.name(), &version.version);
             Some(observation)
