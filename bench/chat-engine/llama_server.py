@@ -4,12 +4,15 @@ the same prompts, greedy, the same `key value` lines. Standard library only.
     python3 llama_server.py URL RUNS MAX_TOKENS
 """
 import json
+import os
 import statistics
 import sys
 import threading
 import time
 import urllib.request
 
+# Between a session's answer and its next question, as in local_speed.rs.
+PAUSE_MS = int(os.environ.get("PAUSE_MS", "500"))
 OPENINGS = ["Please", "Kindly", "Now", "Today", "Quickly", "Carefully", "Simply", "Again"]
 
 
@@ -62,8 +65,10 @@ def main():
         first = run(url, messages, 48)
         messages += [{"role": "assistant", "content": first[3]},
                      {"role": "user", "content": "Give it a title."}]
+        time.sleep(PAUSE_MS / 1000)
         turn2.append(run(url, messages, 16)[0])
         messages[0] = {"role": "system", "content": f"Cold{i} be a helpful assistant."}
+        time.sleep(PAUSE_MS / 1000)
         cold2.append(run(url, messages, 16)[0])
     print(f"turn2_ttft_ms {statistics.median(turn2) * 1000:.1f}")
     print(f"turn2_cold_ttft_ms {statistics.median(cold2) * 1000:.1f}")

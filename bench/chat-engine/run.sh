@@ -4,9 +4,15 @@
 # time to first token of one stream, time to first token of a session's second turn (prefix
 # reuse) against a cold prompt of the same length, and aggregate tokens/s of 4 concurrent
 # streams against 1. Greedy, no repetition penalty (llama-server's default), 128 new tokens.
+# A session's next turn is sent PAUSE_MS (default 500) after its answer, as a person reads
+# and types (they take seconds); the cold prompt it is compared with waits as long.
+# PAUSE_MS=0 sends it at once: then the local engine has no idle moment to compute the
+# template's hand-over to the user ahead (chat/src/backend/local/scheduler.rs).
 #
 #   bench/chat-engine/run.sh [threads...]       default: 1 2
 #   RUNS=5 MAX_TOKENS=128 PROFILE=release bench/chat-engine/run.sh 1 2
+#   MOORING_CHAT_FLASH_ATTENTION=true bench/chat-engine/run.sh    ours with flash attention
+#                                    (llama-server's default here, `flash_attn = auto`)
 #
 # Needs `scripts/setup.sh test` (the GGUF and llama-server). Wall-clock figures on a busy
 # machine are noisy: compare the ratios, and note the load average printed first. The CPU
@@ -37,7 +43,7 @@ SERVER_PID=
 cleanup() { [ -z "$SERVER_PID" ] || kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$OUT"; }
 trap cleanup EXIT
 
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); pause between turns: ${PAUSE_MS:-500} ms"
 for t in "${THREADS[@]}"; do
     "$OURS" "$GGUF" "$t" "$RUNS" "$MAX_TOKENS" >"$OUT/ours-$t" 2>"$OUT/ours-$t.log"
 

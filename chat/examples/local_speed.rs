@@ -24,6 +24,12 @@ const OPENINGS: [&str; 8] = [
     "Again",
 ];
 
+/// Between a session's answer and its next question (a person takes seconds to read and
+/// type); bench/chat-engine/run.sh passes it, 0 sends the next turn at once.
+static PAUSE_MS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    std::env::var("PAUSE_MS").map_or(500, |v| v.parse().expect("PAUSE_MS: milliseconds"))
+});
+
 /// One generation: time to first token, tokens/s after the first, tokens, the answer.
 struct Timing {
     ttft: Duration,
@@ -104,6 +110,9 @@ async fn main() -> anyhow::Result<()> {
             threads,
             parallel: 4,
             cache_tokens: 8192,
+            // As the server's --chat-flash-attention.
+            flash_attention: std::env::var("MOORING_CHAT_FLASH_ATTENTION")
+                .is_ok_and(|v| v == "true" || v == "1"),
         },
     )?;
     // Warm-up (page in the weights).
@@ -134,11 +143,14 @@ async fn main() -> anyhow::Result<()> {
         let first = run(&backend, messages.clone(), 48).await;
         messages.push(ChatMessage::new(Role::Assistant, first.answer));
         messages.push(ChatMessage::new(Role::User, "Give it a title."));
+        // The user reads the answer and types (here briefly; people take seconds).
+        tokio::time::sleep(Duration::from_millis(*PAUSE_MS)).await;
         turn2.push(ms(run(&backend, messages.clone(), 16).await.ttft));
         messages[0] = ChatMessage::new(
             Role::System,
             format!("Cold{run_index} be a helpful assistant."),
         );
+        tokio::time::sleep(Duration::from_millis(*PAUSE_MS)).await;
         cold2.push(ms(run(&backend, messages, 16).await.ttft));
     }
     println!("turn2_ttft_ms {:.1}", median(turn2));

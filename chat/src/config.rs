@@ -97,6 +97,13 @@ pub struct ChatArgs {
     #[arg(long, env = "MOORING_CHAT_CACHE_TOKENS", default_value_t = 8192)]
     pub chat_cache_tokens: usize,
 
+    /// Flash attention in the local model: about 15 % faster prompts and decoding here, and
+    /// attention cost that follows each conversation's own length rather than the whole
+    /// cache's. Off by default: it sums in another order, which changes some greedy answers
+    /// of small models (SmolLM2-135M answers "What is 2 + 2?" with "four", not "4").
+    #[arg(long, env = "MOORING_CHAT_FLASH_ATTENTION")]
+    pub chat_flash_attention: bool,
+
     /// Connect timeout to a remote backend, in seconds.
     #[arg(long, env = "MOORING_CHAT_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
     pub chat_connect_timeout_secs: u64,

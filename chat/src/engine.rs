@@ -388,6 +388,7 @@ fn measured(
                 Ok(StreamEvent::Done { usage, .. }) => {
                     metrics.tokens.with_label_values(&["prompt"]).inc_by(usage.prompt_tokens.into());
                     metrics.tokens.with_label_values(&["completion"]).inc_by(usage.completion_tokens.into());
+                    metrics.tokens.with_label_values(&["prompt_cached"]).inc_by(usage.cached_prompt_tokens().into());
                     if let Some(first) = first_token {
                         let seconds = first.elapsed().as_secs_f64();
                         if usage.completion_tokens > 1 && seconds > 0.0 {

@@ -20,7 +20,8 @@ pub struct ChatMetrics {
     /// Requests by endpoint and outcome (`ok`, `cancelled`, `cache_hit`, `blocked`, or an
     /// error label).
     pub requests: IntCounterVec,
-    /// Tokens by kind (`prompt`, `completion`).
+    /// Tokens by kind (`prompt`, `completion`, and `prompt_cached`: the prompt tokens a
+    /// backend took from its cache instead of computing them, included in `prompt`).
     pub tokens: IntCounterVec,
     /// Answers served from a cache, by cache (`exact`, `semantic`).
     pub cache_hits: IntCounterVec,
@@ -54,7 +55,10 @@ impl ChatMetrics {
             &["endpoint", "outcome"],
         )?;
         let tokens = IntCounterVec::new(
-            Opts::new("mooring_chat_tokens_total", "Prompt and completion tokens"),
+            Opts::new(
+                "mooring_chat_tokens_total",
+                "Prompt and completion tokens; prompt_cached: prompt tokens taken from the backend's cache",
+            ),
             &["kind"],
         )?;
         let cache_hits = IntCounterVec::new(

@@ -247,6 +247,7 @@ async fn build_backend(args: &ChatArgs) -> Result<Arc<dyn Backend>, BuildError> 
                 threads: args.chat_threads.unwrap_or_else(default_threads),
                 parallel: args.chat_parallel,
                 cache_tokens: args.chat_cache_tokens,
+                flash_attention: args.chat_flash_attention,
             };
             let backend =
                 tokio::task::spawn_blocking(move || LocalBackend::load_with(options, engine))

@@ -140,3 +140,39 @@ async fn a_session_turn_over_its_cached_prefix_counts_its_whole_prompt() {
     assert_eq!(warm_usage.prompt_tokens, cold_usage.prompt_tokens);
     assert!(warm_usage.prompt_tokens > 40, "{warm_usage:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_sharing_a_system_prompt_share_it_and_keep_their_own_turns() {
+    let b = backend(2, 2);
+    let mut a = question("What is the capital of France?");
+    let (a1, _, a1_usage) = collect(b.generate(ask(a.clone(), 24)).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(a1_usage.cached_prompt_tokens(), 0, "{a1_usage:?}");
+    // Another session with the same system prompt: it takes the free slot, with the system
+    // prompt's cells shared from the first session's, which it leaves alone.
+    let (_, _, b1_usage) = collect(
+        b.generate(ask(question("Name a colour of the sky."), 8))
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let shared = b1_usage.cached_prompt_tokens();
+    assert!(
+        shared > 5 && shared < b1_usage.prompt_tokens,
+        "{b1_usage:?}"
+    );
+    a.push(ChatMessage::new(Role::Assistant, a1));
+    a.push(ChatMessage::new(Role::User, "And of Italy?"));
+    // The user reads the answer: the idle engine computes the answer's last token and the
+    // template's hand-over to the user ahead, so all of turn 1 is in the cache.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let (_, _, a2_usage) = collect(b.generate(ask(a, 8)).await.unwrap()).await.unwrap();
+    let turn1 = a1_usage.prompt_tokens + a1_usage.completion_tokens;
+    assert!(
+        a2_usage.cached_prompt_tokens() > turn1
+            && a2_usage.cached_prompt_tokens() < a2_usage.prompt_tokens,
+        "turn 1 had {turn1} tokens: {a2_usage:?}"
+    );
+}

@@ -7,8 +7,15 @@
 //! through an unbounded channel per request (at most `max_tokens` items), so a slow reader
 //! never blocks the other generations; a closed channel — the client went away — frees its
 //! slot before the next step.
+//!
+//! When nothing has run or waited for a moment, the model thread computes ahead what a
+//! finished conversation's next turn will certainly start with — the answer's last token and
+//! the chat template's hand-over to the user (`<|im_end|>\n<|im_start|>user\n` in ChatML) —
+//! so the next turn's first token waits only for the user's new words. Only tokens that the
+//! next prompt really repeats are ever used: reuse goes by exact token prefix.
 
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::Duration;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -23,6 +30,9 @@ use crate::backend::{BackendError, FinishReason, Result, StreamEvent, Usage};
 
 /// Tokens whose repetition is penalised (a 135M model loops easily under greedy decoding).
 const REPEAT_LAST_N: i32 = 64;
+
+/// How long the model stays idle before it computes ahead the next turns' openings.
+const AHEAD_AFTER_IDLE: Duration = Duration::from_millis(50);
 
 /// One request, as the model thread receives it.
 pub(super) struct Job {
@@ -43,6 +53,10 @@ struct Running {
     utf8: encoding_rs::Decoder,
     /// The token sampled last, to be decoded in the next step; `None` while reading the prompt.
     next: Option<LlamaToken>,
+    /// The token sampled last, also when it ended the generation.
+    last: Option<LlamaToken>,
+    /// Prompt tokens found in the cache, not computed.
+    reused: usize,
     generated: usize,
 }
 
@@ -56,6 +70,11 @@ pub(super) struct Scheduler<'m> {
     repeat_penalty: f32,
     /// The generation running in each slot.
     running: Vec<Option<Running>>,
+    /// The template's tokens between an answer and the next user message.
+    next_turn: Vec<LlamaToken>,
+    /// Per idle slot, tokens its conversation's next turn will start with, to compute while
+    /// the model has nothing else to do.
+    ahead: Vec<Vec<LlamaToken>>,
 }
 
 /// What one slot put into the batch being decoded.
@@ -74,6 +93,7 @@ impl<'m> Scheduler<'m> {
         slots: usize,
         n_batch: usize,
         repeat_penalty: f32,
+        next_turn: Vec<LlamaToken>,
     ) -> Self {
         Scheduler {
             model,
@@ -83,6 +103,8 @@ impl<'m> Scheduler<'m> {
             n_batch,
             repeat_penalty,
             running: (0..slots).map(|_| None).collect(),
+            next_turn,
+            ahead: vec![Vec::new(); slots],
         }
     }
 
@@ -92,9 +114,22 @@ impl<'m> Scheduler<'m> {
         loop {
             self.drop_abandoned();
             if self.table.idle() && waiting.is_none() {
-                match queue.recv() {
+                // A client sending its next request at once is not kept waiting by work
+                // done ahead; a person's next turn comes seconds later.
+                let next = if self.ahead.iter().any(|t| !t.is_empty()) {
+                    match queue.recv_timeout(AHEAD_AFTER_IDLE) {
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.compute_ahead();
+                            queue.recv().map_err(|_| ())
+                        }
+                        other => other.map_err(|_| ()),
+                    }
+                } else {
+                    queue.recv().map_err(|_| ())
+                };
+                match next {
                     Ok(job) => waiting = Some(job),
-                    Err(_) => return,
+                    Err(()) => return,
                 }
             }
             // Admit what fits; a job that does not stays first in line. Jobs stay in the
@@ -130,17 +165,46 @@ impl<'m> Scheduler<'m> {
     }
 
     fn start(&mut self, job: Job, admission: Admission) {
-        for slot in admission.evicted {
-            self.clear(slot, 0);
+        let Admission {
+            slot,
+            reuse,
+            donor,
+            evicted,
+        } = admission;
+        tracing::debug!(
+            slot,
+            reuse,
+            prompt = job.prompt.len(),
+            shared_from = donor,
+            "local model: generation admitted"
+        );
+        match donor {
+            Some(donor) => {
+                self.clear(slot, 0);
+                // Positions fit in u32 (the cache is smaller).
+                let _ = self.ctx.copy_kv_cache_seq(
+                    donor as i32,
+                    slot as i32,
+                    Some(0),
+                    Some(reuse as u32),
+                );
+            }
+            None => self.clear(slot, reuse),
         }
-        self.clear(admission.slot, admission.reuse);
+        for evicted in evicted {
+            self.clear(evicted, 0);
+            self.ahead[evicted].clear();
+        }
+        self.ahead[slot].clear();
         let sampler = self.sampler(&job);
-        self.running[admission.slot] = Some(Running {
+        self.running[slot] = Some(Running {
             stops: StopMatcher::new(&job.stop),
             job,
             sampler,
             utf8: encoding_rs::UTF_8.new_decoder(),
             next: None,
+            last: None,
+            reused: reuse,
             generated: 0,
         });
     }
@@ -259,6 +323,7 @@ impl<'m> Scheduler<'m> {
                 None => self.running[slot] = Some(r),
                 Some(finish) => {
                     if let Some(reason) = finish {
+                        self.ahead[slot] = self.next_turn_of(&r, reason);
                         finish_generation(r, reason);
                     }
                     self.table.release(slot);
@@ -272,6 +337,7 @@ impl<'m> Scheduler<'m> {
     /// ended, `Some(None)` when its client went away.
     fn sample(&self, r: &mut Running, index: i32) -> Option<Option<FinishReason>> {
         let token = r.sampler.sample(&self.ctx, index);
+        r.last = Some(token);
         let vocab = self.model.vocab();
         if vocab.is_eog(token) {
             return Some(Some(FinishReason::Stop));
@@ -304,6 +370,69 @@ impl<'m> Scheduler<'m> {
         None
     }
 
+    /// What a finished generation's next turn starts with, beyond what the slot holds: the
+    /// last sampled token (never decoded) unless it ended the answer, then the template's
+    /// hand-over to the user. Nothing after a stop string: the answer the client keeps is
+    /// cut before tokens the slot holds, so its next prompt parts from them anyway.
+    fn next_turn_of(&self, r: &Running, reason: FinishReason) -> Vec<LlamaToken> {
+        let Some(last) = r.last else {
+            return Vec::new();
+        };
+        let ended_by_model = self.model.vocab().is_eog(last);
+        if self.next_turn.is_empty() || (reason == FinishReason::Stop && !ended_by_model) {
+            return Vec::new();
+        }
+        let mut tokens = Vec::with_capacity(self.next_turn.len() + 1);
+        if !ended_by_model {
+            tokens.push(last);
+        }
+        tokens.extend_from_slice(&self.next_turn);
+        tokens
+    }
+
+    /// Computes the idle slots' [`Self::next_turn_of`] tokens, in one batch, as far as the
+    /// cache has room. Called only when no generation runs and none waits; a decode error
+    /// leaves the slots as they were.
+    fn compute_ahead(&mut self) {
+        self.batch.clear();
+        let mut fed = Vec::new();
+        let mut room = self.table.room().min(self.n_batch);
+        for slot in 0..self.ahead.len() {
+            let tokens = std::mem::take(&mut self.ahead[slot]);
+            if tokens.is_empty() || tokens.len() > room || self.table.cached(slot).is_empty() {
+                continue;
+            }
+            let from = self.table.cached(slot).len();
+            for (i, &token) in tokens.iter().enumerate() {
+                if self
+                    .batch
+                    .add(token, (from + i) as i32, &[slot as i32], false)
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            room -= tokens.len();
+            fed.push((slot, from, tokens));
+        }
+        if fed.is_empty() {
+            return;
+        }
+        match self.ctx.decode(&mut self.batch) {
+            Ok(()) => {
+                for (slot, _, tokens) in fed {
+                    self.table.extend(slot, &tokens);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "local model: computing ahead failed");
+                for (slot, from, _) in fed {
+                    self.clear(slot, from);
+                }
+            }
+        }
+    }
+
     /// A failed decode: every running generation gets the error, and the slots' caches
     /// (in an unknown state) are dropped.
     fn fail_all(&mut self, error: &str) {
@@ -326,7 +455,8 @@ fn finish_generation(mut r: Running, finish_reason: FinishReason) {
     // Text held back as a possible stop-string start is part of the answer after all
     // (empty when a stop string ended generation).
     if send(&r.job.events, r.stops.finish()) {
-        let usage = Usage::new(r.job.prompt.len() as u32, r.generated as u32);
+        let usage = Usage::new(r.job.prompt.len() as u32, r.generated as u32)
+            .with_cached_prompt(r.reused as u32);
         let _ = r.job.events.send(Ok(StreamEvent::Done {
             finish_reason,
             usage,

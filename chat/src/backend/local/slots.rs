@@ -16,12 +16,14 @@
 pub(super) struct Admission {
     /// The slot the generation runs in.
     pub slot: usize,
-    /// Leading prompt tokens already in that slot's cache; the rest must be computed.
+    /// Leading prompt tokens already in the cache; the rest must be computed.
     pub reuse: usize,
-    /// Idle slots whose cache is dropped to make room.
+    /// The slot whose first `reuse` cells are shared into `slot` (llama.cpp's sequence copy
+    /// adds a sequence to the cells, it moves no data); `None` when `slot` holds them itself.
+    pub donor: Option<usize>,
+    /// Idle slots whose cache is dropped to make room (after the copy from the donor).
     pub evicted: Vec<usize>,
 }
-
 #[derive(Debug)]
 struct Slot<T> {
     /// The tokens this slot's sequence holds in the KV cache, from position 0.
@@ -30,6 +32,8 @@ struct Slot<T> {
     reserved: Option<usize>,
     /// When the slot last finished a generation (a logical clock).
     last_used: u64,
+    /// Where its last generation started computing (the prompt tokens it reused).
+    computed_from: usize,
 }
 
 #[derive(Debug)]
@@ -48,6 +52,7 @@ impl<T: Copy + PartialEq> SlotTable<T> {
                     cached: Vec::new(),
                     reserved: None,
                     last_used: 0,
+                    computed_from: 0,
                 })
                 .collect(),
             capacity,
@@ -59,26 +64,43 @@ impl<T: Copy + PartialEq> SlotTable<T> {
     /// every slot is busy or the running generations leave too little room (try again when
     /// one ends).
     ///
-    /// A prompt wholly in a slot (the same request again) is computed afresh: the model must
-    /// compute at least its last token to give the logits of the next, and one token alone
-    /// rounds differently from the same token in the prompt's batch — enough to change a
-    /// sampled answer, and a repeated request with the same seed must get the same answer.
-    /// (The exact cache in front answers true repeats anyway.)
+    /// The prompt's longest prefix anywhere in the cache is reused — a running generation's
+    /// computed tokens included, so sessions sharing a system prompt compute it once. The
+    /// generation runs in the slot holding that prefix when the prompt goes on from at least
+    /// half of what the slot holds (the conversation's next turn, or its trimmed history) or
+    /// repeats a prompt it holds; otherwise in an empty slot, else the least recently used idle one, so a new
+    /// conversation that merely shares a system prompt does not overwrite another's turns.
+    ///
+    /// A prompt wholly in a slot (the same request again) is computed again in that slot
+    /// from where it was computed the first time, not from its end: the model must compute
+    /// at least its last token to give the logits of the next, and the same tokens in another
+    /// batch, or in other cells of the cache, round differently — enough to change a sampled
+    /// answer, and a repeated request with the same seed must get the same answer. (The exact
+    /// cache in front answers true repeats anyway.)
     pub fn admit(&mut self, prompt: &[T], reserve: usize) -> Option<Admission> {
-        let (slot, shared) = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.reserved.is_none())
-            .map(|(i, s)| (i, common_prefix(&s.cached, prompt)))
-            // The longest shared prefix; among equals the least recently used slot.
-            .max_by_key(|&(i, shared)| (shared, std::cmp::Reverse(self.slots[i].last_used)))?;
-        let reuse = if shared < prompt.len() { shared } else { 0 };
+        let is_idle = |i: usize| self.slots[i].reserved.is_none();
+        let (holder, shared) = (0..self.slots.len())
+            .map(|i| (i, common_prefix(&self.slots[i].cached, prompt)))
+            // The longest shared prefix; among equals an idle slot, which may be run in.
+            .max_by_key(|&(i, shared)| (shared, is_idle(i)))?;
+        let repeat = shared == prompt.len();
+        let reuse = match repeat {
+            false => shared,
+            true if self.slots[holder].computed_from < shared => self.slots[holder].computed_from,
+            true => 0,
+        };
+        let own_turn = 2 * shared >= self.slots[holder].cached.len() || repeat;
+        let slot = if is_idle(holder) && own_turn {
+            holder
+        } else {
+            (0..self.slots.len())
+                .filter(|&i| is_idle(i))
+                .min_by_key(|&i| (!self.slots[i].cached.is_empty(), self.slots[i].last_used))?
+        };
 
         let running: usize = self.slots.iter().filter_map(|s| s.reserved).sum();
         let mut idle: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| i != slot && self.slots[i].reserved.is_none())
-            .filter(|&i| !self.slots[i].cached.is_empty())
+            .filter(|&i| i != slot && is_idle(i) && !self.slots[i].cached.is_empty())
             .collect();
         idle.sort_by_key(|&i| self.slots[i].last_used);
         let mut kept: usize = idle.iter().map(|&i| self.slots[i].cached.len()).sum();
@@ -90,17 +112,39 @@ impl<T: Copy + PartialEq> SlotTable<T> {
             evicted.push(oldest);
         }
 
+        // Shared cells count in both slots: the budget over-counts, never under.
+        let donor = (slot != holder && reuse > 0).then_some(holder);
+        let cached = match donor {
+            Some(d) => self.slots[d].cached[..reuse].to_vec(),
+            None => {
+                let mut own = std::mem::take(&mut self.slots[slot].cached);
+                own.truncate(reuse);
+                own
+            }
+        };
         for &i in &evicted {
             self.slots[i].cached.clear();
         }
         let chosen = &mut self.slots[slot];
-        chosen.cached.truncate(reuse);
+        chosen.cached = cached;
         chosen.reserved = Some(reserve);
+        chosen.computed_from = reuse;
         Some(Admission {
             slot,
             reuse,
+            donor,
             evicted,
         })
+    }
+
+    /// Cache cells no running generation has reserved and no idle slot holds.
+    pub fn room(&self) -> usize {
+        let used: usize = self
+            .slots
+            .iter()
+            .map(|s| s.reserved.unwrap_or(s.cached.len()).max(s.cached.len()))
+            .sum();
+        self.capacity.saturating_sub(used)
     }
 
     /// The tokens `slot` holds in the cache.
@@ -186,6 +230,19 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_prompt_is_computed_again_from_where_it_was_the_first_time() {
+        let mut table = SlotTable::new(2, 100);
+        turn(&mut table, &[1, 2, 3], &[4]);
+        let second = turn(&mut table, &[1, 2, 3, 4, 5], &[6]);
+        assert_eq!(second.reuse, 4);
+        let again = turn(&mut table, &[1, 2, 3, 4, 5], &[6]);
+        assert_eq!(
+            (again.slot, again.reuse, again.donor),
+            (second.slot, 4, None)
+        );
+    }
+
+    #[test]
     fn idle_caches_give_way_least_recently_used_first() {
         let mut table = SlotTable::new(3, 10);
         let a = turn(&mut table, &[1, 1, 1], &[1]);
@@ -209,5 +266,58 @@ mod tests {
         assert!(table.has_free_slot());
         assert!(table.admit(&[4], 1).is_some());
         assert!(!table.idle());
+    }
+
+    #[test]
+    fn a_new_conversation_sharing_a_system_prompt_leaves_the_others_turns_alone() {
+        let mut table = SlotTable::new(2, 100);
+        // System prompt [7, 7], then a conversation's turns.
+        let a = turn(&mut table, &[7, 7, 1, 1, 1, 1], &[2, 2]);
+        let b = table.admit(&[7, 7, 3], 4).unwrap();
+        assert_ne!(
+            b.slot, a.slot,
+            "an empty slot, not the other conversation's"
+        );
+        assert_eq!((b.reuse, b.donor), (2, Some(a.slot)));
+        assert_eq!(table.cached(b.slot), &[7, 7]);
+        assert_eq!(table.cached(a.slot), &[7, 7, 1, 1, 1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn a_running_generations_computed_prefix_is_shared() {
+        let mut table = SlotTable::new(2, 100);
+        let a = table.admit(&[1, 2, 3, 4], 10).unwrap();
+        table.extend(a.slot, &[1, 2, 3]);
+        let b = table.admit(&[1, 2, 3, 4, 9], 10).unwrap();
+        assert_eq!((b.reuse, b.donor), (3, Some(a.slot)));
+    }
+
+    #[test]
+    fn a_shared_prefix_survives_its_donors_eviction() {
+        let mut table = SlotTable::new(2, 12);
+        let a = turn(&mut table, &[5, 5, 5, 6, 6, 6], &[6]);
+        // 7 cached + 8 reserved exceed 12: the donor is evicted, after lending its prefix.
+        let b = table.admit(&[5, 5, 5, 8], 8).unwrap();
+        assert_eq!(
+            (b.reuse, b.donor, b.evicted),
+            (3, Some(a.slot), vec![a.slot])
+        );
+        assert_eq!(table.cached(b.slot), &[5, 5, 5]);
+        assert!(table.cached(a.slot).is_empty());
+    }
+
+    #[test]
+    fn room_is_what_neither_reservations_nor_idle_caches_take() {
+        let mut table = SlotTable::new(3, 20);
+        turn(&mut table, &[1, 1, 1], &[1]);
+        assert_eq!(table.room(), 16);
+        let running = table.admit(&[2], 6).unwrap();
+        assert_eq!(table.room(), 10);
+        table.extend(running.slot, &[2]);
+        assert_eq!(
+            table.room(),
+            10,
+            "computed tokens stay within the reservation"
+        );
     }
 }

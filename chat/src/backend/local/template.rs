@@ -9,7 +9,7 @@
 
 use minijinja::{Environment, context};
 
-use crate::backend::ChatMessage;
+use crate::backend::{ChatMessage, Role};
 
 /// Used when the GGUF carries no `tokenizer.chat_template`.
 const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -65,12 +65,29 @@ impl ChatTemplate {
             })
             .map_err(|e| TemplateError::Render(e.to_string()))
     }
+
+    /// The text between an assistant's answer and the next user message — ChatML's
+    /// `<|im_end|>\n<|im_start|>user\n` — found by rendering a probe conversation; `None`
+    /// when the template does not render one answer followed by another question.
+    pub fn next_turn_opening(&self) -> Option<String> {
+        const ANSWER: &str = "mooring-probe-answer";
+        const QUESTION: &str = "mooring-probe-question";
+        let text = self
+            .render(&[
+                ChatMessage::new(Role::User, "mooring-probe-first"),
+                ChatMessage::new(Role::Assistant, ANSWER),
+                ChatMessage::new(Role::User, QUESTION),
+            ])
+            .ok()?;
+        let from = text.find(ANSWER)? + ANSWER.len();
+        let to = from + text[from..].find(QUESTION)?;
+        Some(text[from..to].to_string())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Role;
 
     #[test]
     fn chatml_fallback_renders_turns_and_generation_prompt() {
@@ -85,6 +102,24 @@ mod tests {
             text,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    #[test]
+    fn the_next_turn_opens_with_the_templates_hand_over_to_the_user() {
+        let chatml = ChatTemplate::new(None, "<|im_end|>".into()).unwrap();
+        assert_eq!(
+            chatml.next_turn_opening().as_deref(),
+            Some("<|im_end|>\n<|im_start|>user\n")
+        );
+        let gemma = "{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}{{ '<start_of_turn>' + role + '\n' + m['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+        let gemma = ChatTemplate::new(Some(gemma.into()), "<eos>".into()).unwrap();
+        assert_eq!(
+            gemma.next_turn_opening().as_deref(),
+            Some("<end_of_turn>\n<start_of_turn>user\n")
+        );
+        let refuses = "{{ raise_exception('no') }}";
+        let refuses = ChatTemplate::new(Some(refuses.into()), "</s>".into()).unwrap();
+        assert_eq!(refuses.next_turn_opening(), None);
     }
 
     #[test]
