@@ -3,6 +3,8 @@
 
 pub mod fakes;
 pub mod store_contract;
+pub mod tiny_gguf;
+pub mod tiny_models;
 
 use std::path::PathBuf;
 

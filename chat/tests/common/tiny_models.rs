@@ -1,0 +1,339 @@
+//! Tiny randomly-initialised chat models, one per GGUF architecture the local backend
+//! claims: the tensors and hyperparameters llama.cpp requires of each (as its
+//! `src/models/<arch>.cpp` creates them), a byte-level BPE tokenizer with the family's chat
+//! control tokens, and a chat template in the family's format. Random weights answer
+//! gibberish; what they prove is that the file loads, the template renders, the prompt
+//! tokenizes and generation runs through the architecture's graph.
+
+use super::tiny_gguf::{Gguf, Value, XorShift};
+
+/// Small enough to load and generate in milliseconds; 4 query heads over 2 KV heads keep
+/// grouped-query attention in play.
+pub const LAYERS: u64 = 2;
+pub const EMBEDDING: u64 = 64;
+pub const HEADS: u64 = 4;
+pub const KV_HEADS: u64 = 2;
+pub const HEAD_DIM: u64 = EMBEDDING / HEADS;
+pub const FEED_FORWARD: u64 = 128;
+pub const CONTEXT: u32 = 512;
+
+/// BPE merges between lowercase letters, no letter in two of them, and none starting with a
+/// letter a contraction ends with (`'s 't 're 've 'm 'll 'd`, which every pre-tokenizer
+/// splits off): so the tokens of any text are its bytes less the occurrences of the pairs
+/// ([`Family::count_tokens`]), whichever pre-tokenizer regex llama.cpp applies.
+const MERGES: [(&str, &str); 4] = [("h", "e"), ("i", "n"), ("o", "u"), ("a", "r")];
+
+/// llama.cpp's `LLAMA_TOKEN_TYPE_NORMAL` and `LLAMA_TOKEN_TYPE_CONTROL`.
+const NORMAL: i32 = 1;
+const CONTROL: i32 = 3;
+
+/// One model family: the architecture and what its GGUF files carry.
+pub struct Family {
+    /// Names the case in test output.
+    pub name: &'static str,
+    pub architecture: &'static str,
+    /// `tokenizer.ggml.pre`: the pre-tokenizer of such files (llama.cpp refuses an unknown one).
+    pub pre: &'static str,
+    pub template: &'static str,
+    /// The control tokens; `bos` and `eos` are among them.
+    pub specials: &'static [&'static str],
+    /// Control tokens that swallow the whitespace after them when text is tokenized.
+    pub strip_after: &'static [&'static str],
+    pub bos: &'static str,
+    pub eos: &'static str,
+    pub add_bos: bool,
+    /// What `template` renders for one user message "hi there" (BOS excluded: llama.cpp adds it).
+    pub first_prompt: &'static str,
+}
+
+pub const LLAMA3: Family = Family {
+    name: "llama (Llama 3)",
+    architecture: "llama",
+    pre: "llama-bpe",
+    template: "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
+    specials: &[
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
+    ],
+    strip_after: &[],
+    bos: "<|begin_of_text|>",
+    eos: "<|eot_id|>",
+    add_bos: true,
+    first_prompt: "<|start_header_id|>user<|end_header_id|>\n\nhi there<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+};
+
+/// Mistral files use the `llama` architecture; Mistral Nemo's tokenizer (`tekken`) is
+/// byte-level BPE.
+pub const MISTRAL: Family = Family {
+    name: "llama (Mistral)",
+    architecture: "llama",
+    pre: "tekken",
+    template: "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}",
+    specials: &["<unk>", "<s>", "</s>", "[INST]", "[/INST]"],
+    strip_after: &[],
+    bos: "<s>",
+    eos: "</s>",
+    add_bos: true,
+    first_prompt: "[INST] hi there [/INST]",
+};
+
+const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+const CHATML_PROMPT: &str = "<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n";
+
+pub const QWEN2: Family = Family {
+    name: "qwen2",
+    architecture: "qwen2",
+    pre: "qwen2",
+    template: CHATML,
+    specials: &["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+    strip_after: &[],
+    bos: "<|endoftext|>",
+    eos: "<|im_end|>",
+    add_bos: false,
+    first_prompt: CHATML_PROMPT,
+};
+
+pub const QWEN3: Family = Family {
+    name: "qwen3",
+    architecture: "qwen3",
+    ..QWEN2
+};
+
+/// Phi-3's format; its byte-level BPE tokenizer is Phi-4-mini's (`gpt-4o`), also `phi3`.
+/// llama.cpp recognises Phi-3 by its name (`general.name`) and then strips the whitespace
+/// after its control tokens, as Phi-3's tokenizer does; it requires `<unk>`, `<s>`, `</s>`.
+pub const PHI3: Family = Family {
+    name: "phi3",
+    architecture: "phi3",
+    pre: "gpt-4o",
+    template: "{% for message in messages %}{% if message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + '<|end|>\n' }}{% elif message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '<|end|>\n' }}{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\n' + message['content'] + '<|end|>\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}",
+    specials: &[
+        "<unk>",
+        "<s>",
+        "</s>",
+        "<|endoftext|>",
+        "<|system|>",
+        "<|user|>",
+        "<|assistant|>",
+        "<|end|>",
+    ],
+    strip_after: &["</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"],
+    bos: "<s>",
+    eos: "<|end|>",
+    add_bos: false,
+    first_prompt: "<|user|>\nhi there<|end|>\n<|assistant|>\n",
+};
+
+pub const GEMMA: Family = Family {
+    name: "gemma",
+    architecture: "gemma",
+    pre: "default",
+    template: "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}",
+    specials: &[
+        "<pad>",
+        "<eos>",
+        "<bos>",
+        "<start_of_turn>",
+        "<end_of_turn>",
+    ],
+    strip_after: &[],
+    bos: "<bos>",
+    eos: "<eos>",
+    add_bos: true,
+    first_prompt: "<start_of_turn>user\nhi there<end_of_turn>\n<start_of_turn>model\n",
+};
+
+pub const GEMMA2: Family = Family {
+    name: "gemma2",
+    architecture: "gemma2",
+    ..GEMMA
+};
+
+pub const GEMMA3: Family = Family {
+    name: "gemma3",
+    architecture: "gemma3",
+    ..GEMMA
+};
+
+impl Family {
+    /// The GGUF of a tiny model of this family, its weights drawn from `seed`.
+    pub fn gguf(&self, seed: u64) -> Gguf {
+        let mut gguf = Gguf::default();
+        let arch = self.architecture;
+        gguf.set("general.architecture", arch)
+            .set("general.name", format!("tiny {}", self.name).as_str())
+            .set(format!("{arch}.context_length"), CONTEXT)
+            .set(format!("{arch}.embedding_length"), EMBEDDING as u32)
+            .set(format!("{arch}.block_count"), LAYERS as u32)
+            .set(format!("{arch}.feed_forward_length"), FEED_FORWARD as u32)
+            .set(format!("{arch}.attention.head_count"), HEADS as u32)
+            .set(format!("{arch}.attention.head_count_kv"), KV_HEADS as u32)
+            .set(format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-6f32)
+            .set(format!("{arch}.rope.freq_base"), 10_000f32);
+        match arch {
+            "gemma2" => {
+                gguf.set(format!("{arch}.attention.sliding_window"), 128u32)
+                    .set(format!("{arch}.attn_logit_softcapping"), 50f32)
+                    .set(format!("{arch}.final_logit_softcapping"), 30f32);
+            }
+            "gemma3" => {
+                // Every second layer global (Gemma 3 has 5 local layers per global one), so
+                // both kinds of attention run in 2 layers.
+                gguf.set(format!("{arch}.attention.sliding_window"), 128u32)
+                    .set(format!("{arch}.attention.sliding_window_pattern"), 2u32);
+            }
+            _ => {}
+        }
+        self.add_tokenizer(&mut gguf);
+
+        let mut rng = XorShift::new(seed);
+        let vocab = self.tokens().len() as u64;
+        for (name, shape) in tensor_shapes(arch, vocab) {
+            let n = shape.iter().product();
+            // Norm weights of 1 keep activations in range; llama.cpp's Gemma files store
+            // them with the +1 of Gemma's RMSNorm already added.
+            let values = if name.contains("norm") {
+                vec![1.0; n as usize]
+            } else {
+                rng.values(n, 0.2)
+            };
+            gguf.add_tensor(name, &shape, values);
+        }
+        gguf
+    }
+
+    /// The 256 GPT-2 byte tokens (id = byte), the merged pairs, then the control tokens.
+    fn tokens(&self) -> Vec<String> {
+        let mut tokens: Vec<String> = (0..=255u8).map(byte_token).collect();
+        tokens.extend(MERGES.iter().map(|(a, b)| format!("{a}{b}")));
+        tokens.extend(self.specials.iter().map(|s| s.to_string()));
+        tokens
+    }
+
+    fn add_tokenizer(&self, gguf: &mut Gguf) {
+        let tokens = self.tokens();
+        let id = |text: &str| tokens.iter().position(|t| t == text).unwrap() as u32;
+        let types = (0..tokens.len())
+            .map(|i| {
+                if i < 256 + MERGES.len() {
+                    NORMAL
+                } else {
+                    CONTROL
+                }
+            })
+            .collect();
+        gguf.set("tokenizer.ggml.model", "gpt2")
+            .set("tokenizer.ggml.pre", self.pre)
+            .set("tokenizer.ggml.bos_token_id", id(self.bos))
+            .set("tokenizer.ggml.eos_token_id", id(self.eos))
+            .set("tokenizer.ggml.add_bos_token", self.add_bos)
+            .set("tokenizer.ggml.token_type", Value::I32s(types))
+            .set(
+                "tokenizer.ggml.merges",
+                Value::Strs(MERGES.iter().map(|(a, b)| format!("{a} {b}")).collect()),
+            )
+            .set("tokenizer.ggml.tokens", Value::Strs(tokens))
+            .set("tokenizer.chat_template", self.template);
+    }
+
+    /// How many tokens llama.cpp makes of `text` (control tokens parsed, BOS added when the
+    /// family adds it), computed independently of it.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        let mut count = usize::from(self.add_bos);
+        let mut rest = text;
+        loop {
+            // The earliest control token, the longest one at that position.
+            let next = self
+                .specials
+                .iter()
+                .filter_map(|s| rest.find(s).map(|at| (at, std::cmp::Reverse(s.len()))))
+                .min();
+            let Some((at, std::cmp::Reverse(len))) = next else {
+                return count + plain_tokens(rest);
+            };
+            count += plain_tokens(&rest[..at]) + 1;
+            let special = &rest[at..at + len];
+            rest = &rest[at + len..];
+            if self.strip_after.contains(&special) {
+                // C's isspace, as llama.cpp tests it.
+                rest = rest.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+            }
+        }
+    }
+}
+
+/// Tokens of text without control tokens: one per byte, one less per merged pair.
+fn plain_tokens(text: &str) -> usize {
+    let merged: usize = MERGES
+        .iter()
+        .map(|(a, b)| text.matches(&format!("{a}{b}")).count())
+        .sum();
+    text.len() - merged
+}
+
+/// GPT-2's byte-to-unicode map: printable bytes stand for themselves, the others for the
+/// code points from U+0100 on, in byte order.
+fn byte_token(byte: u8) -> String {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let c = if printable(byte) {
+        char::from(byte)
+    } else {
+        let shifted = (0..byte).filter(|&b| !printable(b)).count() as u32;
+        char::from_u32(256 + shifted).unwrap()
+    };
+    c.to_string()
+}
+
+/// The tensors llama.cpp requires of `architecture`, with their shapes (`ne[0]` first).
+/// Output weights are tied to the embeddings, as in the small models of every family.
+fn tensor_shapes(architecture: &str, vocab: u64) -> Vec<(String, Vec<u64>)> {
+    let (e, f, q, kv) = (
+        EMBEDDING,
+        FEED_FORWARD,
+        HEADS * HEAD_DIM,
+        KV_HEADS * HEAD_DIM,
+    );
+    let mut shapes = vec![
+        ("token_embd.weight".to_string(), vec![e, vocab]),
+        ("output_norm.weight".to_string(), vec![e]),
+    ];
+    let gemma_post_norms = matches!(architecture, "gemma2" | "gemma3");
+    let qk_norms = matches!(architecture, "qwen3" | "gemma3");
+    for layer in 0..LAYERS {
+        let mut add = |name: &str, shape: &[u64]| {
+            shapes.push((format!("blk.{layer}.{name}.weight"), shape.to_vec()));
+        };
+        add("attn_norm", &[e]);
+        if architecture == "phi3" {
+            // Phi-3 stores Q, K and V as one matrix and the gate and up projections as one.
+            add("attn_qkv", &[e, q + 2 * kv]);
+            add("ffn_up", &[e, 2 * f]);
+        } else {
+            add("attn_q", &[e, q]);
+            add("attn_k", &[e, kv]);
+            add("attn_v", &[e, kv]);
+            add("ffn_gate", &[e, f]);
+            add("ffn_up", &[e, f]);
+        }
+        add("attn_output", &[q, e]);
+        add("ffn_norm", &[e]);
+        add("ffn_down", &[f, e]);
+        if qk_norms {
+            add("attn_q_norm", &[HEAD_DIM]);
+            add("attn_k_norm", &[HEAD_DIM]);
+        }
+        if gemma_post_norms {
+            add("post_attention_norm", &[e]);
+            add("post_ffw_norm", &[e]);
+        }
+        if architecture == "qwen2" {
+            for (name, len) in [("attn_q", q), ("attn_k", kv), ("attn_v", kv)] {
+                shapes.push((format!("blk.{layer}.{name}.bias"), vec![len]));
+            }
+        }
+    }
+    shapes
+}
