@@ -9,7 +9,9 @@ mod common;
 
 use std::path::Path;
 
-use common::tiny_models::{Family, GEMMA, GEMMA2, GEMMA3, LLAMA3, MISTRAL, PHI3, QWEN2, QWEN3};
+use common::tiny_models::{
+    Family, GEMMA, GEMMA2, GEMMA3, LLAMA3, MISTRAL_7B, MISTRAL_NEMO, PHI3, PHI4_MINI, QWEN2, QWEN3,
+};
 use futures::StreamExt;
 use mooring_chat::backend::local::{EngineOptions, LocalBackend, LocalOptions};
 use mooring_chat::backend::{
@@ -148,8 +150,13 @@ async fn llama3_loads_and_chats() {
 }
 
 #[tokio::test]
-async fn mistral_loads_and_chats() {
-    loads_and_chats(&MISTRAL).await;
+async fn mistral_7b_loads_and_chats() {
+    loads_and_chats(&MISTRAL_7B).await;
+}
+
+#[tokio::test]
+async fn mistral_nemo_loads_and_chats() {
+    loads_and_chats(&MISTRAL_NEMO).await;
 }
 
 #[tokio::test]
@@ -165,6 +172,11 @@ async fn qwen3_loads_and_chats() {
 #[tokio::test]
 async fn phi3_loads_and_chats() {
     loads_and_chats(&PHI3).await;
+}
+
+#[tokio::test]
+async fn phi4_mini_loads_and_chats() {
+    loads_and_chats(&PHI4_MINI).await;
 }
 
 #[tokio::test]

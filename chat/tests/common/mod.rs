@@ -5,6 +5,7 @@ pub mod fakes;
 pub mod store_contract;
 pub mod tiny_gguf;
 pub mod tiny_models;
+pub mod tiny_vocab;
 
 use std::path::PathBuf;
 

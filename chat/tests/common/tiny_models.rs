@@ -1,11 +1,12 @@
 //! Tiny randomly-initialised chat models, one per GGUF architecture the local backend
 //! claims: the tensors and hyperparameters llama.cpp requires of each (as its
-//! `src/models/<arch>.cpp` creates them), a byte-level BPE tokenizer with the family's chat
-//! control tokens, and a chat template in the family's format. Random weights answer
-//! gibberish; what they prove is that the file loads, the template renders, the prompt
-//! tokenizes and generation runs through the architecture's graph.
+//! `src/models/<arch>.cpp` creates them), a tokenizer of the kind the family's files carry
+//! with its chat control tokens ([`super::tiny_vocab`]), and a chat template in the family's
+//! format. Random weights answer gibberish; what they prove is that the file loads, the
+//! template renders, the prompt tokenizes and generation runs through the architecture's graph.
 
-use super::tiny_gguf::{Gguf, Value, XorShift};
+use super::tiny_gguf::{Gguf, XorShift};
+use super::tiny_vocab::{self, Tokenizer};
 
 /// Small enough to load and generate in milliseconds; 4 query heads over 2 KV heads keep
 /// grouped-query attention in play.
@@ -17,23 +18,14 @@ pub const HEAD_DIM: u64 = EMBEDDING / HEADS;
 pub const FEED_FORWARD: u64 = 128;
 pub const CONTEXT: u32 = 512;
 
-/// BPE merges between lowercase letters, no letter in two of them, and none starting with a
-/// letter a contraction ends with (`'s 't 're 've 'm 'll 'd`, which every pre-tokenizer
-/// splits off): so the tokens of any text are its bytes less the occurrences of the pairs
-/// ([`Family::count_tokens`]), whichever pre-tokenizer regex llama.cpp applies.
-const MERGES: [(&str, &str); 4] = [("h", "e"), ("i", "n"), ("o", "u"), ("a", "r")];
-
-/// llama.cpp's `LLAMA_TOKEN_TYPE_NORMAL` and `LLAMA_TOKEN_TYPE_CONTROL`.
-const NORMAL: i32 = 1;
-const CONTROL: i32 = 3;
-
 /// One model family: the architecture and what its GGUF files carry.
 pub struct Family {
     /// Names the case in test output.
     pub name: &'static str,
     pub architecture: &'static str,
-    /// `tokenizer.ggml.pre`: the pre-tokenizer of such files (llama.cpp refuses an unknown one).
-    pub pre: &'static str,
+    /// `general.name`: llama.cpp adjusts Phi-3's tokenizer by it.
+    pub model_name: &'static str,
+    pub tokenizer: Tokenizer,
     pub template: &'static str,
     /// The control tokens; `bos` and `eos` are among them.
     pub specials: &'static [&'static str],
@@ -49,7 +41,8 @@ pub struct Family {
 pub const LLAMA3: Family = Family {
     name: "llama (Llama 3)",
     architecture: "llama",
-    pre: "llama-bpe",
+    model_name: "Llama 3 tiny",
+    tokenizer: Tokenizer::Bpe { pre: "llama-bpe" },
     template: "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
     specials: &[
         "<|begin_of_text|>",
@@ -65,12 +58,12 @@ pub const LLAMA3: Family = Family {
     first_prompt: "<|start_header_id|>user<|end_header_id|>\n\nhi there<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
 };
 
-/// Mistral files use the `llama` architecture; Mistral Nemo's tokenizer (`tekken`) is
-/// byte-level BPE.
-pub const MISTRAL: Family = Family {
-    name: "llama (Mistral)",
+/// Mistral 7B (and Llama 2): the `llama` architecture, a SentencePiece tokenizer.
+pub const MISTRAL_7B: Family = Family {
+    name: "llama (Mistral 7B)",
     architecture: "llama",
-    pre: "tekken",
+    model_name: "Mistral 7B tiny",
+    tokenizer: Tokenizer::Spm { space_prefix: true },
     template: "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}",
     specials: &["<unk>", "<s>", "</s>", "[INST]", "[/INST]"],
     strip_after: &[],
@@ -80,36 +73,48 @@ pub const MISTRAL: Family = Family {
     first_prompt: "[INST] hi there [/INST]",
 };
 
+/// Mistral Nemo: the same format, a byte-level BPE tokenizer (`tekken`).
+pub const MISTRAL_NEMO: Family = Family {
+    name: "llama (Mistral Nemo)",
+    model_name: "Mistral Nemo tiny",
+    tokenizer: Tokenizer::Bpe { pre: "tekken" },
+    ..MISTRAL_7B
+};
+
 const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-const CHATML_PROMPT: &str = "<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n";
 
 pub const QWEN2: Family = Family {
     name: "qwen2",
     architecture: "qwen2",
-    pre: "qwen2",
+    model_name: "Qwen2 tiny",
+    tokenizer: Tokenizer::Bpe { pre: "qwen2" },
     template: CHATML,
     specials: &["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
     strip_after: &[],
     bos: "<|endoftext|>",
     eos: "<|im_end|>",
     add_bos: false,
-    first_prompt: CHATML_PROMPT,
+    first_prompt: "<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n",
 };
 
 pub const QWEN3: Family = Family {
     name: "qwen3",
     architecture: "qwen3",
+    model_name: "Qwen3 tiny",
     ..QWEN2
 };
 
-/// Phi-3's format; its byte-level BPE tokenizer is Phi-4-mini's (`gpt-4o`), also `phi3`.
-/// llama.cpp recognises Phi-3 by its name (`general.name`) and then strips the whitespace
-/// after its control tokens, as Phi-3's tokenizer does; it requires `<unk>`, `<s>`, `</s>`.
+const PHI3_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + '<|end|>\n' }}{% elif message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '<|end|>\n' }}{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\n' + message['content'] + '<|end|>\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}";
+
+/// Phi-3-mini: a SentencePiece tokenizer. llama.cpp recognises Phi-3 by `general.name` and
+/// then strips the whitespace after its control tokens, as Phi-3's tokenizer does (for
+/// which it requires `<unk>`, `<s>`, `</s>`).
 pub const PHI3: Family = Family {
-    name: "phi3",
+    name: "phi3 (Phi-3)",
     architecture: "phi3",
-    pre: "gpt-4o",
-    template: "{% for message in messages %}{% if message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + '<|end|>\n' }}{% elif message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '<|end|>\n' }}{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\n' + message['content'] + '<|end|>\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}",
+    model_name: "Phi3 tiny",
+    tokenizer: Tokenizer::Spm { space_prefix: true },
+    template: PHI3_TEMPLATE,
     specials: &[
         "<unk>",
         "<s>",
@@ -127,15 +132,37 @@ pub const PHI3: Family = Family {
     first_prompt: "<|user|>\nhi there<|end|>\n<|assistant|>\n",
 };
 
+/// Phi-4-mini: the `phi3` architecture and format, a byte-level BPE tokenizer (`gpt-4o`).
+pub const PHI4_MINI: Family = Family {
+    name: "phi3 (Phi-4-mini)",
+    model_name: "Phi 4 Mini tiny",
+    tokenizer: Tokenizer::Bpe { pre: "gpt-4o" },
+    specials: &[
+        "<|endoftext|>",
+        "<|system|>",
+        "<|user|>",
+        "<|assistant|>",
+        "<|end|>",
+    ],
+    strip_after: &[],
+    bos: "<|endoftext|>",
+    ..PHI3
+};
+
+/// Gemma 1, 2 and 3 share the format and a SentencePiece tokenizer without the space prefix.
 pub const GEMMA: Family = Family {
     name: "gemma",
     architecture: "gemma",
-    pre: "default",
+    model_name: "Gemma tiny",
+    tokenizer: Tokenizer::Spm {
+        space_prefix: false,
+    },
     template: "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}",
     specials: &[
         "<pad>",
         "<eos>",
         "<bos>",
+        "<unk>",
         "<start_of_turn>",
         "<end_of_turn>",
     ],
@@ -149,12 +176,14 @@ pub const GEMMA: Family = Family {
 pub const GEMMA2: Family = Family {
     name: "gemma2",
     architecture: "gemma2",
+    model_name: "Gemma 2 tiny",
     ..GEMMA
 };
 
 pub const GEMMA3: Family = Family {
     name: "gemma3",
     architecture: "gemma3",
+    model_name: "Gemma 3 tiny",
     ..GEMMA
 };
 
@@ -164,7 +193,7 @@ impl Family {
         let mut gguf = Gguf::default();
         let arch = self.architecture;
         gguf.set("general.architecture", arch)
-            .set("general.name", format!("tiny {}", self.name).as_str())
+            .set("general.name", self.model_name)
             .set(format!("{arch}.context_length"), CONTEXT)
             .set(format!("{arch}.embedding_length"), EMBEDDING as u32)
             .set(format!("{arch}.block_count"), LAYERS as u32)
@@ -187,11 +216,11 @@ impl Family {
             }
             _ => {}
         }
-        self.add_tokenizer(&mut gguf);
+        tiny_vocab::add_tokenizer(self, &mut gguf);
+        gguf.set("tokenizer.chat_template", self.template);
 
         let mut rng = XorShift::new(seed);
-        let vocab = self.tokens().len() as u64;
-        for (name, shape) in tensor_shapes(arch, vocab) {
+        for (name, shape) in tensor_shapes(arch, tiny_vocab::vocab_len(self)) {
             let n = shape.iter().product();
             // Norm weights of 1 keep activations in range; llama.cpp's Gemma files store
             // them with the +1 of Gemma's RMSNorm already added.
@@ -205,86 +234,11 @@ impl Family {
         gguf
     }
 
-    /// The 256 GPT-2 byte tokens (id = byte), the merged pairs, then the control tokens.
-    fn tokens(&self) -> Vec<String> {
-        let mut tokens: Vec<String> = (0..=255u8).map(byte_token).collect();
-        tokens.extend(MERGES.iter().map(|(a, b)| format!("{a}{b}")));
-        tokens.extend(self.specials.iter().map(|s| s.to_string()));
-        tokens
-    }
-
-    fn add_tokenizer(&self, gguf: &mut Gguf) {
-        let tokens = self.tokens();
-        let id = |text: &str| tokens.iter().position(|t| t == text).unwrap() as u32;
-        let types = (0..tokens.len())
-            .map(|i| {
-                if i < 256 + MERGES.len() {
-                    NORMAL
-                } else {
-                    CONTROL
-                }
-            })
-            .collect();
-        gguf.set("tokenizer.ggml.model", "gpt2")
-            .set("tokenizer.ggml.pre", self.pre)
-            .set("tokenizer.ggml.bos_token_id", id(self.bos))
-            .set("tokenizer.ggml.eos_token_id", id(self.eos))
-            .set("tokenizer.ggml.add_bos_token", self.add_bos)
-            .set("tokenizer.ggml.token_type", Value::I32s(types))
-            .set(
-                "tokenizer.ggml.merges",
-                Value::Strs(MERGES.iter().map(|(a, b)| format!("{a} {b}")).collect()),
-            )
-            .set("tokenizer.ggml.tokens", Value::Strs(tokens))
-            .set("tokenizer.chat_template", self.template);
-    }
-
     /// How many tokens llama.cpp makes of `text` (control tokens parsed, BOS added when the
-    /// family adds it), computed independently of it.
+    /// family adds it), counted independently of it.
     pub fn count_tokens(&self, text: &str) -> usize {
-        let mut count = usize::from(self.add_bos);
-        let mut rest = text;
-        loop {
-            // The earliest control token, the longest one at that position.
-            let next = self
-                .specials
-                .iter()
-                .filter_map(|s| rest.find(s).map(|at| (at, std::cmp::Reverse(s.len()))))
-                .min();
-            let Some((at, std::cmp::Reverse(len))) = next else {
-                return count + plain_tokens(rest);
-            };
-            count += plain_tokens(&rest[..at]) + 1;
-            let special = &rest[at..at + len];
-            rest = &rest[at + len..];
-            if self.strip_after.contains(&special) {
-                // C's isspace, as llama.cpp tests it.
-                rest = rest.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
-            }
-        }
+        tiny_vocab::count_tokens(self, text)
     }
-}
-
-/// Tokens of text without control tokens: one per byte, one less per merged pair.
-fn plain_tokens(text: &str) -> usize {
-    let merged: usize = MERGES
-        .iter()
-        .map(|(a, b)| text.matches(&format!("{a}{b}")).count())
-        .sum();
-    text.len() - merged
-}
-
-/// GPT-2's byte-to-unicode map: printable bytes stand for themselves, the others for the
-/// code points from U+0100 on, in byte order.
-fn byte_token(byte: u8) -> String {
-    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-    let c = if printable(byte) {
-        char::from(byte)
-    } else {
-        let shifted = (0..byte).filter(|&b| !printable(b)).count() as u32;
-        char::from_u32(256 + shifted).unwrap()
-    };
-    c.to_string()
 }
 
 /// The tensors llama.cpp requires of `architecture`, with their shapes (`ne[0]` first).
