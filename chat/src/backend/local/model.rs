@@ -15,8 +15,10 @@ use crate::backend::{BackendError, Result};
 /// (tests/local_backend.rs), each of them on a tiny random model with its family's
 /// tokenizer and chat template (tests/local_architectures.rs). llama.cpp loads more; an
 /// unknown one fails to load and the error names it.
-pub(super) const TESTED_ARCHITECTURES: &str =
-    "llama (SmolLM2, Llama 3, Mistral), qwen2, qwen3, phi3, gemma, gemma2, gemma3";
+pub(super) const TESTED_ARCHITECTURES: &str = concat!(
+    "llama (SmolLM2, Llama 3, Mistral), qwen2, qwen3, phi3 (Phi-3, Phi-4-mini), ",
+    "gemma, gemma2, gemma3"
+);
 
 /// llama.cpp's process-wide state: initialised once, its logs sent to `tracing`.
 pub(super) fn llama_backend() -> Result<&'static LlamaBackend> {
