@@ -211,3 +211,56 @@ fn an_unknown_architecture_fails_at_start_naming_it() {
         "names what is supported: {message}"
     );
 }
+
+/// A sliding-window model's cache gives the cells that left a sequence's window to other
+/// sequences. A conversation whose cells were taken so is computed afresh when it goes on:
+/// its answer is the one a fresh engine gives. (The scenario follows how llama.cpp places
+/// tokens — from the first cell a removal freed, on into cells that left their window —
+/// and was checked to fail without the backend's recomputation.)
+#[tokio::test]
+async fn a_sliding_window_conversation_goes_on_correctly_after_another_took_its_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny-gemma2-window.gguf");
+    let mut gguf = GEMMA2.gguf_with(7, 0.01);
+    // Both layers local, with a window of 16 tokens; no BOS and a template without a
+    // common start, so that two conversations share no prefix and keep a slot each.
+    gguf.set("gemma2.attention.sliding_window", 16u32)
+        .set("gemma2.attention.sliding_window_pattern", 3u32)
+        .set("tokenizer.ggml.add_bos_token", false)
+        .set(
+            "tokenizer.chat_template",
+            "{% for m in messages %}{{ m['content'] + '\n' }}{% endfor %}",
+        );
+    gguf.write(&path);
+    let backend = load(&path).unwrap();
+    let user = |text: &str| ChatMessage::new(Role::User, text);
+
+    // The cache holds `long`, then `short` right after it.
+    let long = vec![user(&format!(
+        "Tell me about {}",
+        "the sea and the sky ".repeat(5)
+    ))];
+    answer(&backend, greedy(long.clone())).await;
+    let short = vec![user(
+        "hi there, how are you doing on this fine day, my friend?",
+    )];
+    answer(&backend, greedy(short)).await;
+    // `long` is asked again with more at its end: its cells from there on are freed, and
+    // the new tokens, more than those cells, go on into the cells of `short` that left its
+    // window.
+    let edited = format!(
+        "{} and the birds that fly over the water at night, {}",
+        long[0].content,
+        "far from the land ".repeat(3)
+    );
+    answer(&backend, greedy(vec![user(&edited)])).await;
+
+    // `short` edited near its end: it goes on from a point whose window's cells were taken.
+    let short_next = vec![user(
+        "hi there, how are you doing on this fine day, my dear old friend?",
+    )];
+    let (continued, _) = answer(&backend, greedy(short_next.clone())).await;
+    drop(backend);
+    let (fresh, _) = answer(&load(&path).unwrap(), greedy(short_next)).await;
+    assert_eq!(continued, fresh);
+}

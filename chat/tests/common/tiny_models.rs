@@ -190,6 +190,14 @@ pub const GEMMA3: Family = Family {
 impl Family {
     /// The GGUF of a tiny model of this family, its weights drawn from `seed`.
     pub fn gguf(&self, seed: u64) -> Gguf {
+        self.gguf_with(seed, 0.2)
+    }
+
+    /// Embeddings uniform in `[-embedding_scale, embedding_scale)`, the other weights in
+    /// `[-0.2, 0.2)`. The output weights are the embeddings: as large as the others, they
+    /// make the model answer its last token again and again; much smaller, the answer
+    /// depends on the context.
+    pub fn gguf_with(&self, seed: u64, embedding_scale: f32) -> Gguf {
         let mut gguf = Gguf::default();
         let arch = self.architecture;
         gguf.set("general.architecture", arch)
@@ -226,6 +234,8 @@ impl Family {
             // them with the +1 of Gemma's RMSNorm already added.
             let values = if name.contains("norm") {
                 vec![1.0; n as usize]
+            } else if name == "token_embd.weight" {
+                rng.values(n, embedding_scale)
             } else {
                 rng.values(n, 0.2)
             };

@@ -133,7 +133,18 @@ impl<'m> Scheduler<'m> {
         for slot in admission.evicted {
             self.clear(slot, 0);
         }
-        self.clear(admission.slot, admission.reuse);
+        let mut reuse = admission.reuse;
+        // A sliding-window model (Gemma 2, Gemma 3) keeps only the last window of a sequence
+        // in its local layers' cache and gives cells that left it to whatever sequence needs
+        // room. Continuing a conversation from an earlier point than where it ended then needs
+        // cells that may be gone: its first new tokens would attend to fewer tokens than
+        // they should, silently. A sequence that lost its start is computed afresh (as
+        // llama-server does); a full-attention cache always starts at position 0.
+        if reuse > 0 && self.ctx.kv_cache_seq_pos_min(admission.slot as i32) != 0 {
+            self.table.forget(admission.slot);
+            reuse = 0;
+        }
+        self.clear(admission.slot, reuse);
         let sampler = self.sampler(&job);
         self.running[admission.slot] = Some(Running {
             stops: StopMatcher::new(&job.stop),
