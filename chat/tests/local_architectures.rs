@@ -78,6 +78,7 @@ async fn answer(backend: &LocalBackend, request: GenerationRequest) -> (String, 
 /// produce too), with `bos_token` empty since llama.cpp adds BOS itself.
 fn render(family: &Family, messages: &[ChatMessage]) -> String {
     let mut env = minijinja::Environment::new();
+    env.set_unknown_method_callback(python_methods);
     env.add_template("chat", family.template).unwrap();
     let messages: Vec<_> = messages
         .iter()
@@ -92,6 +93,27 @@ fn render(family: &Family, messages: &[ChatMessage]) -> String {
             eos_token => family.eos,
         })
         .unwrap()
+}
+
+/// The Python string methods the families' templates call (the backend has its own).
+fn python_methods(
+    _: &minijinja::State,
+    value: &minijinja::Value,
+    method: &str,
+    args: &[minijinja::Value],
+) -> Result<minijinja::Value, minijinja::Error> {
+    let s = value.as_str().unwrap_or_default();
+    let arg = args.first().and_then(|a| a.as_str()).unwrap_or_default();
+    Ok(match method {
+        "startswith" => s.starts_with(arg).into(),
+        "split" => s
+            .split(arg)
+            .map(minijinja::Value::from)
+            .collect::<Vec<_>>()
+            .into(),
+        "lstrip" => s.trim_start_matches(|c| arg.contains(c)).into(),
+        _ => return Err(minijinja::ErrorKind::UnknownMethod.into()),
+    })
 }
 
 fn assert_usage(family: &Family, prompt: &str, usage: Usage) {

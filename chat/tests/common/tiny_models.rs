@@ -97,10 +97,14 @@ pub const QWEN2: Family = Family {
     first_prompt: "<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n",
 };
 
+/// Qwen3's format is ChatML too, but its template (like this one, written for the test)
+/// finds the last user query backwards through a namespace and drops the reasoning of
+/// earlier answers with Python string methods.
 pub const QWEN3: Family = Family {
     name: "qwen3",
     architecture: "qwen3",
     model_name: "Qwen3 tiny",
+    template: "{%- set ns = namespace(last_query=-1) %}{%- for m in messages[::-1] %}{%- if ns.last_query < 0 and m.role == 'user' and not m.content.startswith('<tool_response>') %}{%- set ns.last_query = (messages|length - 1) - loop.index0 %}{%- endif %}{%- endfor %}{%- for m in messages %}{%- set content = m.content %}{%- if m.role == 'assistant' and '</think>' in content %}{%- set content = content.split('</think>')[-1].lstrip('\\n') %}{%- endif %}{{- '<|im_start|>' + m.role + '\\n' + content + '<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
     ..QWEN2
 };
 
