@@ -22,15 +22,22 @@ pub enum Value {
     F32s(Vec<f32>),
 }
 
+/// `gguf_type` values (ggml's gguf.h).
+const TYPE_U32: u32 = 4;
+const TYPE_I32: u32 = 5;
+const TYPE_F32: u32 = 6;
+const TYPE_BOOL: u32 = 7;
+const TYPE_STRING: u32 = 8;
+const TYPE_ARRAY: u32 = 9;
+
 impl Value {
-    /// The GGUF type id (`gguf_type` in ggml's gguf.h).
     fn type_id(&self) -> u32 {
         match self {
-            Value::U32(_) => 4,
-            Value::F32(_) => 6,
-            Value::Bool(_) => 7,
-            Value::Str(_) => 8,
-            Value::Strs(_) | Value::I32s(_) | Value::F32s(_) => 9,
+            Value::U32(_) => TYPE_U32,
+            Value::F32(_) => TYPE_F32,
+            Value::Bool(_) => TYPE_BOOL,
+            Value::Str(_) => TYPE_STRING,
+            Value::Strs(_) | Value::I32s(_) | Value::F32s(_) => TYPE_ARRAY,
         }
     }
 }
@@ -156,15 +163,15 @@ fn put_value(out: &mut Vec<u8>, value: &Value) {
         Value::Bool(v) => out.push(u8::from(*v)),
         Value::Str(s) => put_str(out, s),
         Value::Strs(items) => {
-            array(out, Value::Str(String::new()).type_id(), items.len());
+            array(out, TYPE_STRING, items.len());
             items.iter().for_each(|s| put_str(out, s));
         }
         Value::I32s(items) => {
-            array(out, 5, items.len()); // GGUF_TYPE_INT32
+            array(out, TYPE_I32, items.len());
             items.iter().for_each(|v| out.extend(v.to_le_bytes()));
         }
         Value::F32s(items) => {
-            array(out, Value::F32(0.0).type_id(), items.len());
+            array(out, TYPE_F32, items.len());
             items.iter().for_each(|v| out.extend(v.to_le_bytes()));
         }
     }
