@@ -3,6 +3,9 @@
 
 pub mod fakes;
 pub mod store_contract;
+pub mod tiny_gguf;
+pub mod tiny_models;
+pub mod tiny_vocab;
 
 use std::path::PathBuf;
 

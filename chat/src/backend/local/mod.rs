@@ -113,6 +113,7 @@ impl LocalBackend {
         let template = ChatTemplate::new(loaded.chat_template, loaded.eos_token).map_err(|e| {
             BackendError::Load(format!("--chat-gguf {}: {e}", options.gguf.display()))
         })?;
+        let sliding_window = loaded.sliding_window;
         let model = Arc::new(loaded.model);
         let next_turn = template
             .next_turn_opening()
@@ -169,6 +170,7 @@ impl LocalBackend {
                             BATCH_TOKENS as usize,
                             repeat_penalty,
                             next_turn,
+                            sliding_window,
                         )
                         .run(queue);
                     }

@@ -11,10 +11,14 @@ use llama_cpp_2::model::params::LlamaModelParams;
 
 use crate::backend::{BackendError, Result};
 
-/// The architectures the local backend is tested with (llama.cpp loads more; an unknown one
-/// fails to load and the error names it).
-pub(super) const TESTED_ARCHITECTURES: &str =
-    "llama (SmolLM2, Llama 2/3, Mistral), qwen2, qwen3, phi3, gemma, gemma2, gemma3";
+/// The architectures the local backend is tested with: `llama` with SmolLM2's real weights
+/// (tests/local_backend.rs), each of them on a tiny random model with its family's
+/// tokenizer and chat template (tests/local_architectures.rs). llama.cpp loads more; an
+/// unknown one fails to load and the error names it.
+pub(super) const TESTED_ARCHITECTURES: &str = concat!(
+    "llama (SmolLM2, Llama 3, Mistral), qwen2, qwen3, phi3 (Phi-3, Phi-4-mini), ",
+    "gemma, gemma2, gemma3"
+);
 
 /// llama.cpp's process-wide state: initialised once, its logs sent to `tracing`.
 pub(super) fn llama_backend() -> Result<&'static LlamaBackend> {
@@ -36,6 +40,8 @@ pub(super) struct Loaded {
     pub eos_token: String,
     /// The context length the model was trained with.
     pub context_len: usize,
+    /// The window of a sliding-window model's local attention layers (Gemma 2 and 3).
+    pub sliding_window: Option<usize>,
 }
 
 pub(super) fn load(path: &Path) -> Result<Loaded> {
@@ -59,6 +65,10 @@ pub(super) fn load(path: &Path) -> Result<Loaded> {
         chat_template: model.meta_val_str("tokenizer.chat_template").ok(),
         eos_token,
         context_len: model.n_ctx_train() as usize,
+        sliding_window: model
+            .meta_val_str(&format!("{architecture}.attention.sliding_window"))
+            .ok()
+            .and_then(|window| window.trim().parse().ok()),
         model,
     })
 }

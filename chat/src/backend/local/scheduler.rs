@@ -72,6 +72,8 @@ pub(super) struct Scheduler<'m> {
     running: Vec<Option<Running>>,
     /// The template's tokens between an answer and the next user message.
     next_turn: Vec<LlamaToken>,
+    /// The attention window of a sliding-window model's local layers.
+    sliding_window: Option<usize>,
     /// Per idle slot, tokens its conversation's next turn will start with, to compute while
     /// the model has nothing else to do.
     ahead: Vec<Vec<LlamaToken>>,
@@ -94,6 +96,7 @@ impl<'m> Scheduler<'m> {
         n_batch: usize,
         repeat_penalty: f32,
         next_turn: Vec<LlamaToken>,
+        sliding_window: Option<usize>,
     ) -> Self {
         Scheduler {
             model,
@@ -104,6 +107,7 @@ impl<'m> Scheduler<'m> {
             repeat_penalty,
             running: (0..slots).map(|_| None).collect(),
             next_turn,
+            sliding_window,
             ahead: vec![Vec::new(); slots],
         }
     }
@@ -167,10 +171,22 @@ impl<'m> Scheduler<'m> {
     fn start(&mut self, job: Job, admission: Admission) {
         let Admission {
             slot,
-            reuse,
-            donor,
+            mut reuse,
+            mut donor,
             evicted,
         } = admission;
+        // A sliding-window model (Gemma 2, Gemma 3) keeps only the last window of a sequence
+        // in its local layers' cache and gives cells that left it to whatever sequence needs
+        // room. Going on from position `reuse` needs the window before it: a sequence that
+        // lost it is computed afresh (as llama-server does), else its first new tokens would
+        // silently attend to fewer tokens than they should. A full-attention cache always
+        // starts at position 0.
+        let source = donor.unwrap_or(slot) as i32;
+        if reuse > 0 && !self.window_covers(self.ctx.kv_cache_seq_pos_min(source), reuse) {
+            self.table.restart(slot);
+            reuse = 0;
+            donor = None;
+        }
         tracing::debug!(
             slot,
             reuse,
@@ -228,6 +244,16 @@ impl<'m> Scheduler<'m> {
             chain.push(LlamaSampler::dist((job.seed ^ (job.seed >> 32)) as u32));
         }
         LlamaSampler::chain_simple(chain)
+    }
+
+    /// Whether a sequence whose cache starts at `pos_min` still holds what a token at
+    /// `position` attends to: all of it for full attention (unknown window: the whole
+    /// sequence), the last window before it for a sliding-window model.
+    fn window_covers(&self, pos_min: i32, position: usize) -> bool {
+        let needed = self
+            .sliding_window
+            .map_or(0, |window| position.saturating_sub(window));
+        usize::try_from(pos_min).is_ok_and(|pos_min| pos_min <= needed)
     }
 
     /// Drops `slot`'s cache from position `from` on.

@@ -170,6 +170,14 @@ impl<T: Copy + PartialEq> SlotTable<T> {
         self.slots[slot].cached.clear();
     }
 
+    /// The generation just admitted to `slot` computes its whole prompt after all (the
+    /// cache it would have gone on from is incomplete).
+    pub fn restart(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        s.cached.clear();
+        s.computed_from = 0;
+    }
+
     /// Whether a slot is free for a new generation.
     pub fn has_free_slot(&self) -> bool {
         self.slots.iter().any(|s| s.reserved.is_none())

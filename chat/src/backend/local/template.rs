@@ -5,7 +5,11 @@
 //! Templates may write `bos_token` (Llama 3, Mistral, Gemma): it renders empty, as llama.cpp
 //! adds the BOS token itself when the GGUF asks for it (`tokenizer.ggml.add_bos_token`), and
 //! twice would be wrong. `eos_token` renders as the model's, and `raise_exception` fails the
-//! request with the template's message (Gemma refuses a system message that way).
+//! request with the template's message (Gemma refuses a system message that way). Python's
+//! string and dict methods that templates call (`content.startswith(…)`, `.split(…)`,
+//! `.strip()`, Qwen3's and DeepSeek-R1's) work as in Python ([`python_methods`]).
+
+mod python_methods;
 
 use minijinja::{Environment, context};
 
@@ -40,6 +44,7 @@ impl ChatTemplate {
                 ))
             },
         );
+        env.set_unknown_method_callback(python_methods::call);
         let source = source.unwrap_or_else(|| CHATML.to_string());
         env.add_template_owned("chat", source)
             .map_err(|e| TemplateError::Compile(e.to_string()))?;
@@ -102,6 +107,62 @@ mod tests {
             text,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    /// The constructs of Qwen3's template (this one written for the test): the last user
+    /// query found backwards through a namespace, Python string methods, the reasoning of
+    /// earlier answers dropped.
+    const QWEN3_STYLE: &str = "{%- set ns = namespace(last_query=-1) %}{%- for m in messages[::-1] %}{%- if ns.last_query < 0 and m.role == 'user' and not (m.content.startswith('<tool_response>') and m.content.endswith('</tool_response>')) %}{%- set ns.last_query = (messages|length - 1) - loop.index0 %}{%- endif %}{%- endfor %}{%- for m in messages %}{%- set content = m.content %}{%- if m.role == 'assistant' and '</think>' in content %}{%- set content = content.split('</think>')[-1].lstrip('\\n') %}{%- endif %}{{- '<|im_start|>' + m.role + '\\n' + content.strip() + '<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}{{- ns.last_query }}";
+
+    #[test]
+    fn python_string_methods_work_as_in_qwen3_templates() {
+        let t = ChatTemplate::new(Some(QWEN3_STYLE.into()), "<|im_end|>".into()).unwrap();
+        let text = t
+            .render(&[
+                ChatMessage::new(Role::User, " Hi "),
+                ChatMessage::new(Role::Assistant, "<think>\nhmm\n</think>\n\nHello"),
+                ChatMessage::new(Role::User, "<tool_response>42</tool_response>"),
+            ])
+            .unwrap();
+        assert_eq!(
+            text,
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>user\n<tool_response>42</tool_response><|im_end|>\n<|im_start|>assistant\n0"
+        );
+    }
+
+    #[test]
+    fn python_methods_follow_python() {
+        let t = |source: &str| {
+            ChatTemplate::new(Some(source.into()), String::new())
+                .unwrap()
+                .render(&[])
+                .unwrap()
+        };
+        assert_eq!(t("{{ ' a  b c '.split() }}"), r#"["a", "b", "c"]"#);
+        assert_eq!(t("{{ ' a  b c '.split(none, 1) }}"), r#"["a", "b c "]"#);
+        assert_eq!(t("{{ 'a,b,,c'.split(',') }}"), r#"["a", "b", "", "c"]"#);
+        assert_eq!(t("{{ 'a,b,c'.split(',', 1) }}"), r#"["a", "b,c"]"#);
+        assert_eq!(
+            t(
+                "{{ 'xxhixx'.strip('x') + '|' + '  hi '.lstrip() + '|' + 'hi\\n\\n'.rstrip('\\n') }}"
+            ),
+            "hi|hi |hi"
+        );
+        assert_eq!(
+            t("{{ 'Hi'.upper() + 'Hi'.lower() + 'a-b'.replace('-', '+') }}"),
+            "HIhia+b"
+        );
+        assert_eq!(
+            t(
+                "{% set d = {'a': 1} %}{% for k, v in d.items() %}{{ k }}={{ v }}{% endfor %} {{ d.keys() }} {{ d.values() }} {{ d.get('a') }} {{ d.get('b', 2) }} {{ d.get('b') is none }}"
+            ),
+            r#"a=1 ["a"] [1] 1 2 True"#
+        );
+        let err = ChatTemplate::new(Some("{{ 'a'.frobnicate() }}".into()), String::new())
+            .unwrap()
+            .render(&[])
+            .unwrap_err();
+        assert!(err.to_string().contains("frobnicate"), "{err}");
     }
 
     #[test]
