@@ -11,8 +11,8 @@
 #
 #   bench/chat-engine/run.sh [threads...]       default: 1 2
 #   RUNS=5 MAX_TOKENS=128 PROFILE=release bench/chat-engine/run.sh 1 2
-#   MOORING_CHAT_FLASH_ATTENTION=true bench/chat-engine/run.sh    ours with flash attention
-#                                    (llama-server's default here, `flash_attn = auto`)
+#   MOORING_CHAT_FLASH_ATTENTION=false bench/chat-engine/run.sh   ours with plain attention
+#                                    (flash attention is the default, as llama-server's here)
 #
 # Needs `scripts/setup.sh test` (the GGUF and llama-server). Wall-clock figures on a busy
 # machine are noisy: compare the ratios, and note the load average printed first. The CPU

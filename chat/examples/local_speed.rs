@@ -112,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
             cache_tokens: 8192,
             // As the server's --chat-flash-attention.
             flash_attention: std::env::var("MOORING_CHAT_FLASH_ATTENTION")
-                .is_ok_and(|v| v == "true" || v == "1"),
+                .map_or(true, |v| v != "false"),
         },
     )?;
     // Warm-up (page in the weights).

@@ -16,6 +16,13 @@ pub fn require_env(name: &str) -> String {
     })
 }
 
+/// Whether an answer to "What is 2 + 2?" gives the number, in digits or in words
+/// (SmolLM2-135M says "4" with plain attention, "Two and two is equal to four." with flash
+/// attention: the sums round differently and its top tokens are close).
+pub fn says_four(answer: &str) -> bool {
+    answer.contains('4') || answer.to_lowercase().contains("four")
+}
+
 pub fn gguf() -> PathBuf {
     let path = PathBuf::from(require_env("MOORING_TEST_GGUF"));
     assert!(

@@ -61,8 +61,8 @@ pub struct EngineOptions {
     /// Size of the KV cache in tokens, shared by all slots (the memory bound); a prompt
     /// plus its `max_tokens` must fit in it and in the model's trained context.
     pub cache_tokens: usize,
-    /// llama.cpp's fused attention kernel: faster, and it skips the cache cells of other
-    /// conversations; it rounds differently from plain attention (see `--chat-flash-attention`).
+    /// llama.cpp's fused attention kernel (the default): faster, and it skips the cache cells
+    /// of other conversations; plain attention rounds differently (`--chat-flash-attention`).
     pub flash_attention: bool,
 }
 
@@ -72,7 +72,7 @@ impl Default for EngineOptions {
             threads: default_threads(),
             parallel: 4,
             cache_tokens: 8192,
-            flash_attention: false,
+            flash_attention: true,
         }
     }
 }
@@ -131,10 +131,9 @@ impl LocalBackend {
             .with_kv_unified(true)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
-            // Plain attention by default, as candle computed it and the tests' answers were
-            // first seen: the fused kernel rounds differently, enough to change greedy answers
-            // of a small model where its top tokens are close ("What is 2 + 2?" → "Two and two
-            // is equal to four." not "… 4").
+            // The fused kernel skips other sequences' cells, which plain attention multiplies
+            // by a mask: with several conversations kept, plain attention per token grows
+            // with the whole occupied cache.
             .with_flash_attention_policy(if engine.flash_attention {
                 FLASH_ATTENTION_ENABLED
             } else {
