@@ -235,6 +235,22 @@ fn an_unknown_architecture_fails_at_start_naming_it() {
     );
 }
 
+#[test]
+fn a_file_missing_a_tensor_fails_at_start_with_llama_cpps_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny-qwen2-no-query.gguf");
+    QWEN2
+        .gguf(7)
+        .remove_tensor("blk.0.attn_q.weight")
+        .write(&path);
+    let message = match load(&path) {
+        Ok(_) => panic!("a file without a required tensor must not load"),
+        Err(e) => e.to_string(),
+    };
+    assert!(message.contains("`qwen2`"), "{message}");
+    assert!(message.contains("blk.0.attn_q.weight"), "{message}");
+}
+
 /// A sliding-window model's cache gives the cells that left a sequence's window to other
 /// sequences. A conversation whose cells were taken so is computed afresh when it goes on:
 /// its answer is the one a fresh engine gives. (The scenario follows how llama.cpp places

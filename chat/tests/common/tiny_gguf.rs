@@ -105,6 +105,12 @@ impl Gguf {
         });
     }
 
+    /// Leaves `name` out of the file (to make one llama.cpp refuses).
+    pub fn remove_tensor(&mut self, name: &str) -> &mut Self {
+        self.tensors.retain(|t| t.name != name);
+        self
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = b"GGUF".to_vec();
         out.extend(3u32.to_le_bytes());

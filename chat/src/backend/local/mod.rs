@@ -8,6 +8,7 @@
 //! HTTP 429) instead of growing without limit. Tokens go back through a channel per
 //! request; a caller that drops its stream frees its slot before the next step.
 
+mod llama_log;
 mod model;
 mod scheduler;
 mod slots;

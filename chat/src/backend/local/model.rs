@@ -9,6 +9,7 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 
+use super::llama_log;
 use crate::backend::{BackendError, Result};
 
 /// The architectures the local backend is tested with: `llama` with SmolLM2's real weights
@@ -50,14 +51,21 @@ pub(super) fn load(path: &Path) -> Result<Loaded> {
     std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
     let architecture = architecture(path).ok_or_else(|| fail("not a GGUF file".into()))?;
     let backend = llama_backend()?;
-    let model =
-        LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).map_err(|e| {
-            fail(format!(
-                "llama.cpp cannot load a model of architecture `{architecture}` from it ({e}): \
-                 an architecture this build does not support, or a damaged file \
-                 (tested: {TESTED_ARCHITECTURES})"
-            ))
-        })?;
+    let (model, errors) = llama_log::recording_errors(|| {
+        LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+    });
+    let model = model.map_err(|e| {
+        let reason = if errors.is_empty() {
+            e.to_string()
+        } else {
+            errors.join("; ")
+        };
+        fail(format!(
+            "llama.cpp cannot load a model of architecture `{architecture}` from it ({reason}): \
+             an architecture this build does not support, or a damaged file \
+             (tested: {TESTED_ARCHITECTURES})"
+        ))
+    })?;
     let vocab = model.vocab();
     let eos_token =
         String::from_utf8_lossy(&vocab.token_to_piece(vocab.eos(), true, None)).into_owned();
