@@ -460,6 +460,19 @@ mod tests {
             .collect()
     }
 
+    /// The check of model `m`'s records against `reference`.
+    fn check(recs: &[PredictionRecord], reference: &Dataset, config: &CheckConfig) -> FullReport {
+        run_check(
+            "m",
+            None,
+            &LogColumns::from_records(recs),
+            ReadStats::default(),
+            reference,
+            config,
+        )
+        .unwrap()
+    }
+
     fn reference() -> Dataset {
         let mut csv = String::from("a,b,species\n");
         for i in 0..200 {
@@ -489,15 +502,7 @@ mod tests {
         for r in &mut recs {
             r.features.insert("extra".into(), FeatureValue::Number(1.0));
         }
-        let r = run_check(
-            "m",
-            None,
-            &LogColumns::from_records(&recs),
-            ReadStats::default(),
-            &reference(),
-            &CheckConfig::default(),
-        )
-        .unwrap();
+        let r = check(&recs, &reference(), &CheckConfig::default());
         assert_eq!(r.tested_features, 2);
         assert_eq!(r.skipped.len(), 1);
         assert_eq!(r.skipped[0].name, "extra");
@@ -510,15 +515,7 @@ mod tests {
         for r in recs.iter_mut().take(30) {
             r.features.insert("a".into(), FeatureValue::from(f64::NAN));
         }
-        let r = run_check(
-            "m",
-            None,
-            &LogColumns::from_records(&recs),
-            ReadStats::default(),
-            &reference(),
-            &CheckConfig::default(),
-        )
-        .unwrap();
+        let r = check(&recs, &reference(), &CheckConfig::default());
         let a = r.features.iter().find(|f| f.name == "a").unwrap();
         assert_eq!(a.current_missing, 30);
         assert_eq!(a.current_count, 170);
@@ -527,15 +524,7 @@ mod tests {
     #[test]
     fn a_shift_is_drift_and_overrides_apply() {
         let recs = records(200, 10.0);
-        let r = run_check(
-            "m",
-            None,
-            &LogColumns::from_records(&recs),
-            ReadStats::default(),
-            &reference(),
-            &CheckConfig::default(),
-        )
-        .unwrap();
+        let r = check(&recs, &reference(), &CheckConfig::default());
         assert_eq!(r.verdict, Verdict::Drift);
         assert_eq!(r.drifted_features, 1);
         assert_eq!(r.features[0].outcome.test, TestKind::Ks);
@@ -543,15 +532,7 @@ mod tests {
         cfg.overrides
             .per_feature
             .insert("*".into(), (Some(TestKind::Psi), Some(100.0)));
-        let r = run_check(
-            "m",
-            None,
-            &LogColumns::from_records(&recs),
-            ReadStats::default(),
-            &reference(),
-            &cfg,
-        )
-        .unwrap();
+        let r = check(&recs, &reference(), &cfg);
         assert_eq!(r.features[0].outcome.test, TestKind::Psi);
         assert_eq!(r.verdict, Verdict::NoDrift);
     }
@@ -564,15 +545,7 @@ mod tests {
             .collect();
         let csv = "a\n".to_string() + &"3\n".repeat(100);
         let reference = Dataset::from_csv(csv.as_bytes(), "t").unwrap();
-        let r = run_check(
-            "m",
-            None,
-            &LogColumns::from_records(&recs),
-            ReadStats::default(),
-            &reference,
-            &CheckConfig::default(),
-        )
-        .unwrap();
+        let r = check(&recs, &reference, &CheckConfig::default());
         assert_eq!(r.verdict, Verdict::NoDrift);
         assert!(r.features[0].outcome.score().is_finite());
     }

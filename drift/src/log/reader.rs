@@ -71,6 +71,13 @@ pub trait Rows: Default + Send {
     fn append(&mut self, later: Self);
     /// Keeps the `max` most recent rows.
     fn keep_most_recent(&mut self, max: usize);
+    /// Adds a line the fast path read.
+    #[doc(hidden)]
+    fn add_row(&mut self, row: &Row<'_>);
+    /// Adds a line serde_json read.
+    #[doc(hidden)]
+    fn add_record(&mut self, record: PredictionRecord);
+
     /// Adds one line if the query selects it; `row` is scratch for the fast path. An error
     /// is the line's own (serde_json's verdict).
     #[doc(hidden)]
@@ -79,7 +86,21 @@ pub trait Rows: Default + Send {
         line: &'a [u8],
         row: &mut Row<'a>,
         query: &ReadQuery,
-    ) -> Result<(), serde_json::Error>;
+    ) -> Result<(), serde_json::Error> {
+        // The fast path reads the lines the logger writes; what it declines, serde_json
+        // judges (see `line`).
+        if parse_row(line, row).is_some() {
+            if query.selects(&row.model, &row.version, row.ts_ms) {
+                self.add_row(row);
+            }
+            return Ok(());
+        }
+        let rec = serde_json::from_slice::<PredictionRecord>(line)?;
+        if query.selects(&rec.model, &rec.version, rec.ts_ms) {
+            self.add_record(rec);
+        }
+        Ok(())
+    }
 }
 
 impl Rows for Vec<PredictionRecord> {
@@ -101,25 +122,12 @@ impl Rows for Vec<PredictionRecord> {
         self.truncate(max);
     }
 
-    fn push_line<'a>(
-        &mut self,
-        line: &'a [u8],
-        row: &mut Row<'a>,
-        query: &ReadQuery,
-    ) -> Result<(), serde_json::Error> {
-        // The fast path reads the lines the logger writes; what it declines, serde_json
-        // judges (see `line`).
-        if parse_row(line, row).is_some() {
-            if query.selects(&row.model, &row.version, row.ts_ms) {
-                self.push(row.to_record());
-            }
-            return Ok(());
-        }
-        let rec = serde_json::from_slice::<PredictionRecord>(line)?;
-        if query.selects(&rec.model, &rec.version, rec.ts_ms) {
-            self.push(rec);
-        }
-        Ok(())
+    fn add_row(&mut self, row: &Row<'_>) {
+        self.push(row.to_record());
+    }
+
+    fn add_record(&mut self, record: PredictionRecord) {
+        self.push(record);
     }
 }
 
@@ -136,23 +144,12 @@ impl Rows for LogColumns {
         LogColumns::keep_most_recent(self, max);
     }
 
-    fn push_line<'a>(
-        &mut self,
-        line: &'a [u8],
-        row: &mut Row<'a>,
-        query: &ReadQuery,
-    ) -> Result<(), serde_json::Error> {
-        if parse_row(line, row).is_some() {
-            if query.selects(&row.model, &row.version, row.ts_ms) {
-                self.push_row(row);
-            }
-            return Ok(());
-        }
-        let rec = serde_json::from_slice::<PredictionRecord>(line)?;
-        if query.selects(&rec.model, &rec.version, rec.ts_ms) {
-            self.push_record(&rec);
-        }
-        Ok(())
+    fn add_row(&mut self, row: &Row<'_>) {
+        self.push_row(row);
+    }
+
+    fn add_record(&mut self, record: PredictionRecord) {
+        self.push_record(&record);
     }
 }
 
