@@ -24,12 +24,6 @@ const OPENINGS: [&str; 8] = [
     "Again",
 ];
 
-/// Between a session's answer and its next question (a person takes seconds to read and
-/// type); bench/chat-engine/run.sh passes it, 0 sends the next turn at once.
-static PAUSE_MS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
-    std::env::var("PAUSE_MS").map_or(500, |v| v.parse().expect("PAUSE_MS: milliseconds"))
-});
-
 /// One generation: time to first token, tokens/s after the first, tokens, the answer.
 struct Timing {
     ttft: Duration,
@@ -96,6 +90,9 @@ async fn main() -> anyhow::Result<()> {
     let threads: usize = args.next().map_or(Ok(1), |s| s.parse())?;
     let runs: usize = args.next().map_or(Ok(3), |s| s.parse())?;
     let max_tokens: u32 = args.next().map_or(Ok(128), |s| s.parse())?;
+    // Between a session's answer and its next question (a person takes seconds to read and
+    // type); bench/chat-engine/run.sh passes it, 0 sends the next turn at once.
+    let pause = Duration::from_millis(std::env::var("PAUSE_MS").map_or(Ok(500), |v| v.parse())?);
     let backend = LocalBackend::load_with(
         LocalOptions {
             gguf: gguf.into(),
@@ -144,13 +141,13 @@ async fn main() -> anyhow::Result<()> {
         messages.push(ChatMessage::new(Role::Assistant, first.answer));
         messages.push(ChatMessage::new(Role::User, "Give it a title."));
         // The user reads the answer and types (here briefly; people take seconds).
-        tokio::time::sleep(Duration::from_millis(*PAUSE_MS)).await;
+        tokio::time::sleep(pause).await;
         turn2.push(ms(run(&backend, messages.clone(), 16).await.ttft));
         messages[0] = ChatMessage::new(
             Role::System,
             format!("Cold{run_index} be a helpful assistant."),
         );
-        tokio::time::sleep(Duration::from_millis(*PAUSE_MS)).await;
+        tokio::time::sleep(pause).await;
         cold2.push(ms(run(&backend, messages, 16).await.ttft));
     }
     println!("turn2_ttft_ms {:.1}", median(turn2));

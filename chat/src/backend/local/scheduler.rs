@@ -51,12 +51,9 @@ struct Running {
     stops: StopMatcher,
     /// Joins the bytes of a character split across tokens.
     utf8: encoding_rs::Decoder,
-    /// The token sampled last, to be decoded in the next step; `None` while reading the prompt.
+    /// The token sampled last, `None` while reading the prompt: decoded in the next step
+    /// while the generation goes on; once it ended, where its next turn's opening starts.
     next: Option<LlamaToken>,
-    /// The token sampled last, also when it ended the generation.
-    last: Option<LlamaToken>,
-    /// Prompt tokens found in the cache, not computed.
-    reused: usize,
     generated: usize,
 }
 
@@ -219,8 +216,6 @@ impl<'m> Scheduler<'m> {
             sampler,
             utf8: encoding_rs::UTF_8.new_decoder(),
             next: None,
-            last: None,
-            reused: reuse,
             generated: 0,
         });
     }
@@ -350,7 +345,7 @@ impl<'m> Scheduler<'m> {
                 Some(finish) => {
                     if let Some(reason) = finish {
                         self.ahead[slot] = self.next_turn_of(&r, reason);
-                        finish_generation(r, reason);
+                        finish_generation(r, reason, self.table.computed_from(slot));
                     }
                     self.table.release(slot);
                 }
@@ -363,7 +358,7 @@ impl<'m> Scheduler<'m> {
     /// ended, `Some(None)` when its client went away.
     fn sample(&self, r: &mut Running, index: i32) -> Option<Option<FinishReason>> {
         let token = r.sampler.sample(&self.ctx, index);
-        r.last = Some(token);
+        r.next = Some(token);
         let vocab = self.model.vocab();
         if vocab.is_eog(token) {
             return Some(Some(FinishReason::Stop));
@@ -392,7 +387,6 @@ impl<'m> Scheduler<'m> {
         if r.generated >= r.job.max_tokens {
             return Some(Some(FinishReason::Length));
         }
-        r.next = Some(token);
         None
     }
 
@@ -401,7 +395,7 @@ impl<'m> Scheduler<'m> {
     /// hand-over to the user. Nothing after a stop string: the answer the client keeps is
     /// cut before tokens the slot holds, so its next prompt parts from them anyway.
     fn next_turn_of(&self, r: &Running, reason: FinishReason) -> Vec<LlamaToken> {
-        let Some(last) = r.last else {
+        let Some(last) = r.next else {
             return Vec::new();
         };
         let ended_by_model = self.model.vocab().is_eog(last);
@@ -476,13 +470,14 @@ impl<'m> Scheduler<'m> {
     }
 }
 
-/// Sends what the stop matcher held back and the final event.
-fn finish_generation(mut r: Running, finish_reason: FinishReason) {
+/// Sends what the stop matcher held back and the final event; `cached_prompt` prompt tokens
+/// came from the cache.
+fn finish_generation(mut r: Running, finish_reason: FinishReason, cached_prompt: usize) {
     // Text held back as a possible stop-string start is part of the answer after all
     // (empty when a stop string ended generation).
     if send(&r.job.events, r.stops.finish()) {
         let usage = Usage::new(r.job.prompt.len() as u32, r.generated as u32)
-            .with_cached_prompt(r.reused as u32);
+            .with_cached_prompt(cached_prompt as u32);
         let _ = r.job.events.send(Ok(StreamEvent::Done {
             finish_reason,
             usage,

@@ -152,6 +152,11 @@ impl<T: Copy + PartialEq> SlotTable<T> {
         &self.slots[slot].cached
     }
 
+    /// Leading prompt tokens `slot`'s current (or last) generation took from the cache.
+    pub fn computed_from(&self, slot: usize) -> usize {
+        self.slots[slot].computed_from
+    }
+
     /// Records tokens the model just computed into `slot`'s cache.
     pub fn extend(&mut self, slot: usize, tokens: &[T]) {
         self.slots[slot].cached.extend_from_slice(tokens);
