@@ -96,6 +96,11 @@ pub fn default_threads() -> usize {
 pub struct LocalBackend {
     jobs: SyncSender<Job>,
     alive: Arc<AtomicBool>,
+    /// Asks the model thread to end at its next step (set when the backend is dropped).
+    stop: Arc<AtomicBool>,
+    /// Joined when the backend is dropped: no llama.cpp work outlives it (a process that
+    /// exits while the thread still decodes crashes in llama.cpp's teardown).
+    thread: Option<std::thread::JoinHandle<()>>,
     template: ChatTemplate,
     model: Arc<LlamaModel>,
     context_len: usize,
@@ -145,9 +150,11 @@ impl LocalBackend {
         let (started, start_result) = std::sync::mpsc::sync_channel(1);
         let alive = Arc::new(AtomicBool::new(true));
         let thread_alive = alive.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
         let thread_model = model.clone();
         let repeat_penalty = options.repeat_penalty;
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("mooring-llm".into())
             .spawn(move || {
                 let _alive = AliveWhileHeld(&thread_alive);
@@ -172,7 +179,7 @@ impl LocalBackend {
                             next_turn,
                             sliding_window,
                         )
-                        .run(queue);
+                        .run(queue, &thread_stop);
                     }
                     Err(e) => {
                         let _ = started.send(Err(e));
@@ -195,6 +202,8 @@ impl LocalBackend {
         Ok(LocalBackend {
             jobs,
             alive,
+            stop,
+            thread: Some(thread),
             template,
             model,
             context_len,
@@ -273,6 +282,18 @@ fn random_seed() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Drop for LocalBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Closing the queue wakes a model thread that waits for work.
+        let (closed, _) = std::sync::mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.jobs, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Clears the readiness flag when the model thread ends, however it ends: a thread that

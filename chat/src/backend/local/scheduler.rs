@@ -14,6 +14,7 @@
 //! so the next turn's first token waits only for the user's new words. Only tokens that the
 //! next prompt really repeats are ever used: reuse goes by exact token prefix.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
@@ -109,10 +110,15 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Serves `queue` until every sender is dropped and the last generation has ended.
-    pub fn run(mut self, queue: Receiver<Job>) {
+    /// Serves `queue` until every sender is dropped and the last generation has ended, or
+    /// until `stop` is set (the backend was dropped): then at once, ending the streams of
+    /// generations still running without their `Done`.
+    pub fn run(mut self, queue: Receiver<Job>, stop: &AtomicBool) {
         let mut waiting: Option<Job> = None;
         loop {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
             self.drop_abandoned();
             if self.table.idle() && waiting.is_none() {
                 // A client sending its next request at once is not kept waiting by work
